@@ -1,0 +1,22 @@
+"""Shared test set-up: offline, no installed plugins unless a test asks, fresh registries."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["RECMAS_DISABLE_PLUGINS"] = "1"
+
+import pytest  # noqa: E402
+
+from recmas_graph.registry import Registry, set_registry  # noqa: E402
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """A fresh registry with only the built-ins (installed entry points not loaded)."""
+    reg = Registry.create(load_entrypoints=False)
+    set_registry(reg)
+    yield reg
+    set_registry(None)
