@@ -40,9 +40,7 @@ def _root(
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from . import topology  # noqa: F401
-
-    for name in ("runtime", "assets", "release", "plugins_cmd"):
+    for name in ("topology", "runtime", "assets", "release", "plugins_cmd"):
         try:
             __import__(f"{__name__}.{name}")
         except ModuleNotFoundError as err:
