@@ -1,0 +1,165 @@
+"""``recmas run``: build a system from a topology and answer questions."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import RunError, SpecError
+from ..spec import TASK_TYPES
+from . import app, console, err_console
+
+__all__ = ["run_command", "read_questions", "parse_assignments"]
+
+
+def parse_assignments(values: list[str], option: str) -> dict[str, str]:
+    """Parse ``AGENT=VALUE`` options into a dict, naming the option on a malformed item."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise RunError(f"expected AGENT=VALUE, got {value!r}", culprit=option,
+                           hint=f"e.g. {option} planner=tiny:llama")
+        out[name.strip()] = rest.strip()
+    return out
+
+
+def read_questions(path: Path) -> list[dict[str, str]]:
+    """Read questions from JSONL: one object per line with ``question`` (and optional ``id``)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise SpecError("file not found", culprit=str(path), hint="check the --questions path") from None
+    items: list[dict[str, str]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SpecError(f"line {number} is not valid JSON: {err.msg}", culprit=str(path),
+                            hint="each line must be one JSON object like {\"question\": \"...\"}") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("question"), str):
+            raise SpecError(f"line {number} has no string field \"question\"", culprit=str(path),
+                            hint="each line must be one JSON object like {\"question\": \"...\"}")
+        items.append({"id": str(obj.get("id", number)), "question": obj["question"]})
+    if not items:
+        raise SpecError("no questions in file", culprit=str(path), hint="add one JSON object per line")
+    return items
+
+
+def _device_option(values: list[str]) -> str | dict[str, str] | None:
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    return parse_assignments(values, "--device")
+
+
+@app.command("run")
+def run_command(
+    topology: Annotated[str, typer.Argument(help="Built-in topology name or path to a topology JSON file.")],
+    question: Annotated[Optional[list[str]], typer.Option("--question", "-q", help="A question (repeatable).")] = None,
+    questions: Annotated[Optional[Path], typer.Option("--questions", help="JSONL file, one {\"question\": ...} per line.")] = None,
+    models: Annotated[Optional[str], typer.Option("--models", help="'tiny': every agent gets the tiny random model of its own family.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Override one agent's model: AGENT=REF (repeatable).")] = None,
+    rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="Recursion rounds (default: the topology's).")] = None,
+    latent_steps: Annotated[Optional[int], typer.Option("--latent-steps", min=0, help="Latent steps per pass.")] = None,
+    device: Annotated[Optional[list[str]], typer.Option("--device", help="'cpu', 'cuda', 'cuda:1', 'auto', or AGENT=DEVICE (repeatable).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: float32 on CPU).")] = None,
+    task: Annotated[str, typer.Option("--task", help=f"Task type for the prompts: {', '.join(TASK_TYPES)}.")] = "math",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for link initialisation and sampling.")] = 0,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Greedy decoding instead of sampling.")] = False,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 0.6,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling threshold.")] = 0.95,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Answer length limit in tokens.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Questions per batch.")] = 8,
+    trace: Annotated[Optional[Path], typer.Option("--trace", help="Write one JSON line per (batch, agent, round) pass.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write answers as JSONL, batch by batch.")] = None,
+) -> None:
+    """Run a topology on one or more questions and print the answers and a timing table."""
+    from ..agents import GenerationOptions
+    from ..executor import RecursiveSystem
+    from ..registry import resolve_topology
+
+    if task not in TASK_TYPES:
+        raise RunError(f"unknown task type {task!r}", culprit="--task", hint=f"use one of {', '.join(TASK_TYPES)}")
+    if models not in (None, "tiny"):
+        raise RunError(f"unknown --models value {models!r}", culprit="--models", hint="use --models tiny, or --model AGENT=REF")
+    items: list[dict[str, str]] = [{"id": str(i + 1), "question": q} for i, q in enumerate(question or [])]
+    if questions is not None:
+        items += read_questions(questions)
+    if not items:
+        raise RunError("no question given", culprit="recmas run", hint="pass --question TEXT or --questions FILE.jsonl")
+    spec = resolve_topology(topology)
+    base_dir = Path(topology).parent if Path(topology).suffix == ".json" else None
+    with console.status("loading models...") as status:
+        system = RecursiveSystem.build(
+            spec, device=_device_option(device or []), dtype=dtype,
+            model_overrides=parse_assignments(model or [], "--model"), tiny=models == "tiny",
+            base_dir=base_dir, seed=seed,
+            on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."),
+        )
+    generation = GenerationOptions(max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature, top_p=top_p)
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    records: list[dict] = []
+    answers: list[tuple[dict[str, str], str]] = []
+    trace_file = trace.open("w", encoding="utf-8") if trace else None
+    out_file = output.open("w", encoding="utf-8") if output else None
+    start = time.perf_counter()
+    try:
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True, disable=len(batches) < 2) as progress:
+            bar = progress.add_task("questions", total=len(items))
+            for b, batch in enumerate(batches):
+                result = system.run([it["question"] for it in batch], task=task, rounds=rounds,
+                                    latent_steps=latent_steps, generation=generation, seed=seed + b)
+                for rec in result.trace:
+                    row = {"batch": b, **rec.as_dict()}
+                    records.append(row)
+                    if trace_file:
+                        trace_file.write(json.dumps(row) + "\n")
+                for it, ans, n in zip(batch, result.answers, result.generated_tokens):
+                    answers.append((it, ans))
+                    if out_file:
+                        out_file.write(json.dumps({"id": it["id"], "question": it["question"], "answer": ans,
+                                                   "generated_tokens": n}) + "\n")
+                        out_file.flush()
+                progress.advance(bar, len(batch))
+    finally:
+        if trace_file:
+            trace_file.close()
+        if out_file:
+            out_file.close()
+    total = time.perf_counter() - start
+    for it, ans in answers:
+        console.rule(f"[bold]question {it['id']}")
+        console.print(it["question"], highlight=False, markup=False)
+        console.print("[bold green]answer:[/]")
+        console.print(ans.strip() or "(empty)", highlight=False, markup=False)
+    console.print(_timing_table(records, total))
+
+
+def _timing_table(records: list[dict], total: float) -> Table:
+    table = Table(title="per-stage timing", show_lines=False)
+    for col in ("agent", "round", "action", "device", "wall s", "prompt tok", "latent steps", "gen tok", "peak mem MB"):
+        table.add_column(col, justify="right" if col not in ("agent", "action", "device") else "left")
+    merged: dict[tuple[str, int, str], dict] = {}
+    for rec in records:
+        key = (rec["agent"], rec["round"], rec["action"])
+        row = merged.setdefault(key, {**rec, "wall_s": 0.0, "prompt_tokens": 0, "generated_tokens": 0, "peak_mem_bytes": 0})
+        row["wall_s"] += rec["wall_s"]
+        row["prompt_tokens"] += rec["prompt_tokens"]
+        row["generated_tokens"] += rec["generated_tokens"]
+        row["peak_mem_bytes"] = max(row["peak_mem_bytes"], rec["peak_mem_bytes"])
+    for (agent, rnd, action), row in merged.items():
+        table.add_row(agent, str(rnd), action, row["device"], f"{row['wall_s']:.2f}", str(row["prompt_tokens"]),
+                      str(row["latent_steps"]), str(row["generated_tokens"]), f"{row['peak_mem_bytes'] / 2**20:.0f}")
+    table.caption = f"total {total:.2f} s"
+    return table
