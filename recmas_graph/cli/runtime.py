@@ -148,8 +148,9 @@ def run_command(
 
 def _timing_table(records: list[dict], total: float) -> Table:
     table = Table(title="per-stage timing", show_lines=False)
-    for col in ("agent", "round", "action", "device", "wall s", "prompt tok", "latent steps", "gen tok", "peak mem MB"):
-        table.add_column(col, justify="right" if col not in ("agent", "action", "device") else "left")
+    for col in ("agent", "round", "action", "device", "wall s", "prompt", "latent", "gen", "peak MB"):
+        left = col in ("agent", "action", "device")
+        table.add_column(col, justify="left" if left else "right", no_wrap=left)
     merged: dict[tuple[str, int, str], dict] = {}
     for rec in records:
         key = (rec["agent"], rec["round"], rec["action"])
