@@ -23,4 +23,24 @@ __all__ = [
     "parse_topology", "read_topology_file", "dump_topology", "topology_json_schema",
     "CompiledTopology", "Pass", "Schedule", "compile_topology", "validate_topology",
     "Registry", "get_registry", "resolve_topology", "Role",
+    # runtime (imported lazily: these pull in torch and transformers)
+    "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "GenerationOptions",
+    "LoadedModel", "ModelCache", "load_model", "build_link", "save_link", "check_link_weights",
 ]
+
+_LAZY = {
+    "RecursiveSystem": "executor", "RunResult": "executor", "TraceRecord": "executor",
+    "Agent": "agents", "GenerationOptions": "agents",
+    "LoadedModel": "models", "ModelCache": "models", "load_model": "models",
+    "build_link": "links", "save_link": "links", "check_link_weights": "links",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import runtime names on first use, so that spec/graph/render work without torch."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recmas_graph' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{module}", __name__), name)

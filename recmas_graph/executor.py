@@ -177,7 +177,7 @@ class RecursiveSystem:
         spec = parse_topology(data, source=topology.name)
         compiled = compile_topology(spec, registry)
         placement = resolve_placement(spec, device)
-        cache = model_cache or ModelCache()
+        cache = model_cache if model_cache is not None else ModelCache()
         loaded: dict[str, Any] = {}
         for agent in spec.agents:
             if on_model is not None:
