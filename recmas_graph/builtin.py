@@ -1,4 +1,5 @@
-"""The built-in plugin: registers recmas_graph's own roles, link types, topologies and model sources.
+"""The built-in plugin: registers recmas_graph's own roles, link types, topologies, model sources,
+datasets, metrics and tools, and checks the agents' tools when a topology compiles.
 
 It uses exactly the hooks a third-party plugin uses.
 """
@@ -6,10 +7,16 @@ It uses exactly the hooks a third-party plugin uses.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from .errors import TopologyError
 from .hookspecs import hookimpl
 from .registry import LinkType, ModelSource
 from .roles import BUILTIN_ROLES, Role
+
+if TYPE_CHECKING:
+    from .registry import Registry
+    from .spec import TopologySpec
 
 __all__ = ["topologies_dir"]
 
@@ -54,3 +61,38 @@ def recmas_model_sources() -> list[ModelSource]:
 @hookimpl
 def recmas_topologies() -> list[Path]:
     return sorted(topologies_dir().glob("*.json"))
+
+
+@hookimpl
+def recmas_datasets() -> list[Any]:
+    from .datasets import BUILTIN_DATASETS
+
+    return list(BUILTIN_DATASETS.values())
+
+
+@hookimpl
+def recmas_metrics() -> list[Any]:
+    from .metrics import METRICS
+
+    return list(METRICS.values())
+
+
+@hookimpl
+def recmas_tools() -> list[Any]:
+    from .tools import builtin_tools
+
+    return builtin_tools()
+
+
+@hookimpl
+def recmas_validate_topology(spec: "TopologySpec", registry: "Registry") -> None:
+    """Every tool an agent lists must be registered."""
+    for agent in spec.agents:
+        for tool in agent.tools:
+            if tool not in registry.tools:
+                known = ", ".join(sorted(registry.tools)) or "none"
+                raise TopologyError(
+                    f"unknown tool {tool!r}",
+                    culprit=f"agent {agent.name!r}",
+                    hint=f"use a registered tool ({known}) or install a plugin that adds it",
+                )

@@ -282,4 +282,6 @@ def compile_topology(
             culprit=", ".join(f"agent {a!r}" for a in dead),
             hint=f"add an edge from it towards {spec.output!r} (directly or through other agents), or remove it",
         )
+    # Plugins (the built-in one too: agents' tools) may reject it; other exceptions become PluginError.
+    registry.call_hook("recmas_validate_topology", spec=spec, registry=registry)
     return compiled

