@@ -243,12 +243,18 @@ class RecursiveSystem:
         seed: int | None = 0,
         keep_messages: bool = False,
         use_cache: bool = True,
+        tool_choice: str = "auto",
     ) -> RunResult:
         """Answer a batch of questions by running the schedule wave by wave.
 
         ``keep_messages`` keeps every latent message (per edge label and source round) and the
-        thoughts per (agent, round) in the result, for inspection and tests.
+        thoughts per (agent, round) in the result, for inspection and tests. ``tool_choice``
+        ``"required"`` opens a call of the output agent's first tool at the start of its answer
+        (``"auto"``: the model decides).
         """
+        if tool_choice not in ("auto", "required"):
+            raise RunError(f"unknown tool_choice {tool_choice!r}", culprit="tool_choice", hint='use "auto" or "required"')
+        self._tool_choice = tool_choice
         if not questions:
             raise RunError("no questions given", culprit="questions", hint="pass at least one question")
         questions = [str(q) for q in questions]
@@ -362,8 +368,12 @@ class RecursiveSystem:
                 used[0] += n
                 return new
 
+            prefix = ""
+            if getattr(self, "_tool_choice", "auto") == "required":
+                first = next(iter(tools))
+                prefix = "```python\n" if first == "python" else f'<tool name="{first}">'
             transcript = run_tool_loop(generate, tools, max_calls=agent.max_tool_calls,
-                                       max_seconds=agent.max_tool_seconds)
+                                       max_seconds=agent.max_tool_seconds, prefix=prefix)
             answers.append(transcript.text)
             counts.append(used[0])
             for call in transcript.calls:

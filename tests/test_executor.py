@@ -195,3 +195,43 @@ def test_mini_topology_runs_on_packaged_models(registry) -> None:
                         generation=GenerationOptions(max_new_tokens=16, do_sample=False))
     assert result.answers[0].strip()
     assert result.generated_tokens[0] > 0
+
+
+def test_tool_choice_is_checked(registry) -> None:
+    system = RecursiveSystem.build(resolve_topology("deliberation"), tiny=True, registry=registry)
+    with pytest.raises(RunError, match="tool_choice"):
+        system.run(["Q?"], tool_choice="always")
+
+
+def test_toolcaller_decodes_through_the_tool_loop(registry, monkeypatch) -> None:
+    """The toolcaller's answer goes through run_tool_loop; its calls land in the trace."""
+    system = RecursiveSystem.build(resolve_topology("deliberation"), tiny=True, registry=registry)
+    agent = system.agents["toolcaller"]
+    replies = iter(["```python\nprint(6 * 7)\n```\n", "so \\boxed{42}"])
+    seen: list[str] = []
+
+    def fake_continue(prompt, continuation, options, generator=None):
+        seen.append(continuation)
+        return next(replies), 3
+
+    monkeypatch.setattr(agent, "continue_text", fake_continue)
+    result = system.run(["What is 6 * 7?"], rounds=1, latent_steps=2, generation=GREEDY)
+    decode = result.trace[-1]
+    assert decode.tool_calls and decode.tool_calls[0]["name"] == "python"
+    assert decode.tool_calls[0]["output"].strip() == "42"
+    assert "```output\n42" in result.answers[0] and result.answers[0].endswith("\\boxed{42}")
+    assert seen[1].endswith("```output\n42\n```\n")  # the model continued after seeing the result
+    assert result.generated_tokens == [6]
+
+
+@pytest.mark.real
+def test_deliberation_mini_answers_with_its_python_tool(registry) -> None:
+    """On the packaged SmolLM2, the toolcaller writes code, the sandbox runs it, the result is traced."""
+    system = RecursiveSystem.build(resolve_topology("deliberation_mini"), registry=registry, seed=0)
+    result = system.run(["Use Python to compute 123456789 * 987654321."], rounds=1, latent_steps=4,
+                        generation=GenerationOptions(max_new_tokens=160, do_sample=False), tool_choice="required")
+    calls = result.trace[-1].tool_calls
+    assert calls, result.answers[0]
+    assert calls[0]["name"] == "python" and calls[0]["ok"], calls[0]
+    assert str(123456789 * 987654321) in calls[0]["output"]
+    assert calls[0]["output"].strip() in result.answers[0]

@@ -79,6 +79,7 @@ def run_command(
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 0.6,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling threshold.")] = 0.95,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Answer length limit in tokens.")] = 256,
+    tool_choice: Annotated[str, typer.Option("--tool-choice", help="'auto': the model decides; 'required': the output agent's answer opens with a call of its first tool.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Questions per batch.")] = 8,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Write one JSON line per (batch, agent, round) pass.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write answers as JSONL, batch by batch.")] = None,
@@ -119,7 +120,8 @@ def run_command(
             bar = progress.add_task("questions", total=len(items))
             for b, batch in enumerate(batches):
                 result = system.run([it["question"] for it in batch], task=task, rounds=rounds,
-                                    latent_steps=latent_steps, generation=generation, seed=seed + b)
+                                    latent_steps=latent_steps, generation=generation, seed=seed + b,
+                                    tool_choice=tool_choice)
                 for rec in result.trace:
                     row = {"batch": b, **rec.as_dict()}
                     records.append(row)
@@ -143,6 +145,12 @@ def run_command(
         console.print(it["question"], highlight=False, markup=False)
         console.print("[bold green]answer:[/]")
         console.print(ans.strip() or "(empty)", highlight=False, markup=False)
+    for row in records:
+        for call in row.get("tool_calls") or []:
+            status = "ok" if call["ok"] else f"error: {call['error']}"
+            console.print(f"[bold]tool call[/] {row['agent']} round {row['round']} -> {call['name']} ({status})")
+            console.print((call["arguments"] or "").rstrip(), highlight=False, markup=False)
+            console.print(f"[dim]output:[/] {(call['output'] or '').rstrip()}", highlight=False)
     console.print(_timing_table(records, total))
 
 

@@ -100,6 +100,7 @@ def run_tool_loop(
     max_calls: int = 4,
     max_seconds: float = 60.0,
     max_result_chars: int = 2000,
+    prefix: str = "",
 ) -> ToolTranscript:
     """Decode with tool calls: ``generate(continuation, stop)`` returns the next piece of text.
 
@@ -107,11 +108,12 @@ def run_tool_loop(
     which decoding should pause (:data:`STOP_STRINGS`; empty for the final continuation).
     ``generate`` returns only the new text and an empty string when it has nothing more to say.
     An unknown tool name gives an error result in the transcript, never an exception.
+    ``prefix`` starts the answer (e.g. an opened ```` ```python ```` block to require a tool call).
     """
     table = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
     start = time.perf_counter()
     stop = list(STOP_STRINGS)
-    text, scanned = "", 0
+    text, scanned = prefix, 0
     calls: list[ToolCall] = []
     for _ in range(2 * max_calls + 4):
         new = generate(text, stop)
