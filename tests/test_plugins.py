@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -432,3 +433,11 @@ def test_installed_debate_plugin_end_to_end() -> None:
     assert "debate" in table and "recmas-debate" in table
     assert re.search(r"\bdebate\b", recmas("topologies"))
     recmas("validate", "debate")
+    with tempfile.TemporaryDirectory() as tmp:
+        recmas("render", "debate", "-o", f"{tmp}/debate.mmd")
+        assert "judge" in open(f"{tmp}/debate.mmd").read()
+        out = recmas("run", "debate", "--models", "tiny", "-q", "Is 17 prime?", "--rounds", "2",
+                     "--latent-steps", "2", "--max-new-tokens", "4", "--greedy", "--trace", f"{tmp}/t.jsonl")
+        assert "per-stage timing" in out
+        rows = [json.loads(line) for line in open(f"{tmp}/t.jsonl")]
+        assert rows[-1]["agent"] == "judge" and rows[-1]["action"] == "decode"
