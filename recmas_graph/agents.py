@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .errors import RunError
 from .roles import DEFAULT_SYSTEM_PROMPT, Role, slot_marker, split_at_markers
 from .spec import AgentSpec
 
@@ -44,6 +45,15 @@ class GenerationOptions:
     temperature: float = 0.6
     top_p: float = 0.95
     stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise RunError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}", culprit="max_new_tokens")
+        if self.temperature < 0:
+            raise RunError(f"temperature must be >= 0, got {self.temperature}", culprit="temperature",
+                           hint="use 0 (or greedy decoding) for deterministic answers")
+        if not 0 < self.top_p <= 1:
+            raise RunError(f"top_p must be in (0, 1], got {self.top_p}", culprit="top_p", hint="the reference uses 0.95")
 
     def greedy(self) -> "GenerationOptions":
         """The same options with greedy decoding."""
@@ -129,6 +139,7 @@ class Agent:
         self._cache_kw = _cache_keyword(self.backbone)
         self._lm_cache_kw = _cache_keyword(self.model)
         self.extra_instructions: str = ""
+        self._eos = self._find_eos_ids()
 
     # ------------------------------------------------------------------ placement
     @property
@@ -230,19 +241,23 @@ class Agent:
     def latent_rollout(self, prompt: PromptBatch, steps: int, *, use_cache: bool = True) -> torch.Tensor:
         """Think for ``steps`` latent steps; return the thoughts H_out of shape (B, steps, H).
 
+        As in the reference: thought t is the last hidden state *before* inner(h) is appended, so
+        thought 0 is the prompt's last hidden state and ``steps - 1`` positions are appended (the
+        reference's final forward pass, whose output it never uses, is skipped).
         ``use_cache=False`` recomputes the whole sequence every step, as the reference code does.
         """
         embeds, mask = prompt.embeds, prompt.mask
         B, _, H = embeds.shape
         if steps == 0:
             return embeds.new_zeros(B, 0, H)
-        thoughts: list[torch.Tensor] = []
         with torch.no_grad():
             positions = position_ids_from_mask(mask)
             hidden, cache = self._backbone(embeds, mask, positions, use_cache=use_cache)
             h = hidden[:, -1]  # (B, H)
+            del hidden
+            thoughts: list[torch.Tensor] = [h]
             next_pos = positions[:, -1:] + 1  # (B, 1)
-            for _ in range(steps):
+            for _ in range(steps - 1):
                 e = apply_link(self.inner_link, h).to(self.dtype)[:, None]  # (B, H) -> (B, 1, H)
                 mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
                 if use_cache:
@@ -251,6 +266,7 @@ class Agent:
                     embeds = torch.cat([embeds, e], dim=1)  # (B, T + t, H)
                     hidden, _ = self._backbone(embeds, mask, position_ids_from_mask(mask))
                 h = hidden[:, -1]
+                del hidden
                 next_pos = next_pos + 1
                 thoughts.append(h)
         return torch.stack(thoughts, dim=1)  # (B, steps, H)
@@ -266,22 +282,23 @@ class Agent:
         out = self.model(**kwargs)
         return out.logits[:, -1].float(), _output_cache(out)  # (B, V)
 
-    def _eos_ids(self) -> set[int]:
+    def _find_eos_ids(self) -> set[int]:
         ids: set[int] = set()
         for source in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
             if isinstance(source, int):
                 ids.add(source)
             elif isinstance(source, (list, tuple)):
                 ids.update(int(x) for x in source)
+        vocab = self.tokenizer.get_vocab()
         for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"):
-            tid = self.tokenizer.convert_tokens_to_ids(token) if token in self.tokenizer.get_vocab() else None
-            if isinstance(tid, int):
-                ids.add(tid)
+            if token in vocab:
+                ids.add(int(vocab[token]))
         return ids
 
     @staticmethod
-    def _sample(logits: torch.Tensor, options: GenerationOptions, generator: torch.Generator | None) -> torch.Tensor:
-        """Pick the next token per row: (B, V) -> (B,)."""
+    def _sample(logits: torch.Tensor, options: GenerationOptions,
+                generator: "torch.Generator | Sequence[torch.Generator] | None") -> torch.Tensor:
+        """Pick the next token per row: (B, V) -> (B,). A list of generators gives one per row."""
         if not options.do_sample or options.temperature <= 0:
             return logits.argmax(-1)
         probs = torch.softmax(logits / options.temperature, dim=-1)
@@ -290,15 +307,19 @@ class Agent:
             keep = sorted_p.cumsum(-1) - sorted_p < options.top_p  # always keeps the top token
             sorted_p = sorted_p * keep
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        probs = probs / probs.sum(-1, keepdim=True)
-        return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+        probs = (probs / probs.sum(-1, keepdim=True)).cpu()
+        if isinstance(generator, (list, tuple)):
+            picks = [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generator)]
+            return torch.cat(picks).to(logits.device)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
 
-    def decode(self, prompt: PromptBatch, options: GenerationOptions, *, generator: torch.Generator | None = None,
+    def decode(self, prompt: PromptBatch, options: GenerationOptions, *,
+               generator: "torch.Generator | Sequence[torch.Generator] | None" = None,
                on_token: Callable[[], None] | None = None) -> DecodeResult:
         """Decode text after the prompt embeddings, with a KV cache; stops at EOS or a stop string."""
         embeds, mask = prompt.embeds, prompt.mask
         B = embeds.shape[0]
-        eos = self._eos_ids()
+        eos = self._eos
         out_ids: list[list[int]] = [[] for _ in range(B)]
         done = [False] * B
         embed_layer = self.model.get_input_embeddings()
@@ -306,7 +327,7 @@ class Agent:
             positions = position_ids_from_mask(mask)
             logits, cache = self._lm_step(embeds, mask, positions, None)
             next_pos = positions[:, -1:] + 1
-            for _ in range(options.max_new_tokens):
+            for step in range(options.max_new_tokens):
                 tokens = self._sample(logits, options, generator)  # (B,)
                 for i in range(B):
                     if done[i]:
@@ -322,8 +343,8 @@ class Agent:
                             done[i] = True
                 if on_token is not None:
                     on_token()
-                if all(done):
-                    break
+                if all(done) or step == options.max_new_tokens - 1:
+                    break  # no forward pass for a token nobody will read
                 pad = tokens.new_full((B,), self.tokenizer.pad_token_id or 0)
                 feed = torch.where(torch.tensor(done, device=tokens.device), pad, tokens)
                 e = embed_layer(feed[:, None])  # (B, 1) -> (B, 1, H)
@@ -336,7 +357,7 @@ class Agent:
         return DecodeResult(texts, [len(ids) for ids in out_ids])
 
     def continue_text(self, prompt: PromptBatch, continuation: str, options: GenerationOptions,
-                      generator: torch.Generator | None = None) -> tuple[str, int]:
+                      generator: "torch.Generator | Sequence[torch.Generator] | None" = None) -> tuple[str, int]:
         """Decode for one sample after its prompt plus ``continuation`` text; return (new text, tokens)."""
         if continuation:
             ids = self.tokenizer(continuation, add_special_tokens=False, return_tensors="pt").input_ids[0].to(self.device)

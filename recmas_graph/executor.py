@@ -90,7 +90,7 @@ def tiny_counterpart(ref: str) -> str:
 
 
 def resolve_placement(spec: TopologySpec, device: str | Mapping[str, str] | None = None) -> dict[str, str]:
-    """Map every agent to a device: explicit map > spec ``device`` > ``device`` for all > automatic.
+    """Map every agent to a device: explicit map > ``device`` for all > spec ``device`` > automatic.
 
     Automatic: CPU without CUDA; with CUDA, agents are spread round-robin over the visible GPUs in
     declaration order, agents sharing a model reference kept together.
@@ -105,7 +105,7 @@ def resolve_placement(spec: TopologySpec, device: str | Mapping[str, str] | None
     by_model: dict[str, str] = {}
     placement: dict[str, str] = {}
     for agent in spec.agents:
-        chosen = overrides.get(agent.name) or agent.device or default
+        chosen = overrides.get(agent.name) or default or agent.device
         if chosen in (None, "auto"):
             if n_gpu == 0:
                 chosen = "cpu"
@@ -114,7 +114,7 @@ def resolve_placement(spec: TopologySpec, device: str | Mapping[str, str] | None
         by_model.setdefault(agent.model, chosen)
         if chosen.startswith("cuda") and n_gpu == 0:
             raise RunError(f"device {chosen!r} requested but CUDA is not available", culprit=f"agent {agent.name!r}",
-                           hint="use --device cpu, or run on a machine with a GPU")
+                           hint=f"use --device cpu (all agents) or --device {agent.name}=cpu, or run on a machine with a GPU")
         placement[agent.name] = chosen
     return placement
 
@@ -177,6 +177,8 @@ class RecursiveSystem:
         spec = parse_topology(data, source=topology.name)
         compiled = compile_topology(spec, registry)
         placement = resolve_placement(spec, device)
+        base = Path(base_dir) if base_dir is not None else None
+        _check_weight_files(spec, base)  # before minutes of model loading
         cache = model_cache if model_cache is not None else ModelCache()
         loaded: dict[str, Any] = {}
         for agent in spec.agents:
@@ -184,7 +186,6 @@ class RecursiveSystem:
                 on_model(agent.name, agent.model)
             loaded[agent.name] = cache.get(agent.model, device=placement[agent.name], dtype=agent.dtype or dtype)
         hidden = {name: lm.hidden_size for name, lm in loaded.items()}
-        base = Path(base_dir) if base_dir is not None else None
         check_link_weights(spec, hidden, base_dir=base, registry=registry)
         agents: dict[str, Agent] = {}
         outer: dict[int, nn.Module] = {}
@@ -195,7 +196,7 @@ class RecursiveSystem:
                 h = lm.hidden_size
                 inner = build_link(agent_spec.inner_link, h, h, registry=registry, base_dir=base,
                                    where=f"agent {agent_spec.name!r} inner_link")
-                _calibrate(inner, agent_spec.inner_link.weights, lm)
+                _calibrate(inner, agent_spec.inner_link.weights, lm, lm)
                 inner = inner.to(lm.device).eval().requires_grad_(False)
                 role = registry.roles[agent_spec.role]
                 agent = Agent(agent_spec, lm, role, inner)
@@ -206,7 +207,7 @@ class RecursiveSystem:
                 src, dst = loaded[edge.source], loaded[edge.target]
                 link = build_link(edge.link, src.hidden_size, dst.hidden_size, registry=registry, base_dir=base,
                                   where=f"edge {edge.label}")
-                _calibrate(link, edge.link.weights, dst)
+                _calibrate(link, edge.link.weights, dst, dst)
                 outer[i] = link.to(dst.device).eval().requires_grad_(False)
         system = cls(compiled, agents, outer, registry)
         _attach_tools(system)
@@ -241,6 +242,7 @@ class RecursiveSystem:
         generation: GenerationOptions | None = None,
         text_message_tokens: int = 256,
         seed: int | None = 0,
+        seeds: Sequence[int] | None = None,
         keep_messages: bool = False,
         use_cache: bool = True,
         tool_choice: str = "auto",
@@ -250,7 +252,8 @@ class RecursiveSystem:
         ``keep_messages`` keeps every latent message (per edge label and source round) and the
         thoughts per (agent, round) in the result, for inspection and tests. ``tool_choice``
         ``"required"`` opens a call of the output agent's first tool at the start of its answer
-        (``"auto"``: the model decides).
+        (``"auto"``: the model decides). Sampling uses one generator per question, seeded with
+        ``seeds[i]`` (default ``seed + i``), so an answer does not depend on its batch-mates.
         """
         if tool_choice not in ("auto", "required"):
             raise RunError(f"unknown tool_choice {tool_choice!r}", culprit="tool_choice", hint='use "auto" or "required"')
@@ -261,7 +264,12 @@ class RecursiveSystem:
         generation = generation or GenerationOptions()
         m = self.spec.latent_steps if latent_steps is None else latent_steps
         schedule = self.plan(rounds)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        if seeds is None and seed is not None:
+            seeds = [seed + i for i in range(len(questions))]
+        if seeds is not None and len(seeds) != len(questions):
+            raise RunError(f"{len(seeds)} seeds for {len(questions)} questions", culprit="seeds",
+                           hint="give one seed per question")
+        generator = [torch.Generator().manual_seed(int(s)) for s in seeds] if seeds is not None else None
         start = time.perf_counter()
         _call_hook(self.registry, "recmas_run_start", system=self, questions=questions)
         thoughts: dict[tuple[str, int], torch.Tensor] = {}
@@ -299,7 +307,7 @@ class RecursiveSystem:
         return counts
 
     def _run_pass(self, step: Pass, questions: list[str], task: str, m: int, generation: GenerationOptions,
-                  text_tokens: int, generator: torch.Generator | None, thoughts: dict, texts: dict,
+                  text_tokens: int, generator: list[torch.Generator] | None, thoughts: dict, texts: dict,
                   result: RunResult, keep: bool, use_cache: bool) -> TraceRecord:
         agent = self.agents[step.agent]
         _call_hook(self.registry, "recmas_before_pass", system=self, step=step)
@@ -349,7 +357,7 @@ class RecursiveSystem:
         return record
 
     def _decode_answer(self, agent: Agent, prompt: PromptBatch, generation: GenerationOptions,
-                       generator: torch.Generator | None) -> tuple[list[str], list[int], list[dict[str, Any]]]:
+                       generator: list[torch.Generator] | None) -> tuple[list[str], list[int], list[dict[str, Any]]]:
         tools = getattr(agent, "tools", None)
         if not tools:
             decoded = agent.decode(prompt, generation, generator=generator)
@@ -361,10 +369,16 @@ class RecursiveSystem:
             single = PromptBatch(prompt.embeds[i : i + 1], prompt.mask[i : i + 1], [prompt.lengths[i]])
             used = [0]
 
-            def generate(continuation: str, stop: list[str], _single: PromptBatch = single) -> str:
-                opts = GenerationOptions(generation.max_new_tokens, generation.do_sample, generation.temperature,
+            gen_i = [generator[i]] if generator is not None else None
+
+            def generate(continuation: str, stop: list[str], _single: PromptBatch = single,
+                         _gen: list[torch.Generator] | None = gen_i) -> str:
+                remaining = generation.max_new_tokens - used[0]  # one token budget for the whole answer
+                if remaining <= 0:
+                    return ""
+                opts = GenerationOptions(remaining, generation.do_sample, generation.temperature,
                                          generation.top_p, tuple(stop))
-                new, n = agent.continue_text(_single, continuation, opts, generator)
+                new, n = agent.continue_text(_single, continuation, opts, _gen)
                 used[0] += n
                 return new
 
@@ -383,10 +397,46 @@ class RecursiveSystem:
         return answers, counts, calls
 
 
-def _calibrate(link: nn.Module, weights: str | None, loaded: Any) -> None:
-    """Fit a training-free link (one with a ``calibrate`` method) to its model when it has no weights."""
-    if weights is None and hasattr(link, "calibrate"):
+def _calibrate(link: nn.Module, weights: str | None, loaded: Any, target: Any) -> None:
+    """Prepare a link without weights: fit a training-free link (``calibrate``), or match the
+    output scale of a random one to the target model's token embeddings (``match_output_rms``)."""
+    if weights is not None:
+        return
+    if hasattr(link, "calibrate"):
         link.calibrate(loaded)
+    elif hasattr(link, "match_output_rms"):
+        link.match_output_rms(embedding_rms(target))
+
+
+def embedding_rms(loaded: Any, sample: int = 4096) -> float:
+    """RMS per element of the model's input embeddings (as its embedding module outputs them)."""
+    embed = loaded.model.get_input_embeddings()
+    n = min(sample, embed.weight.shape[0])
+    ids = torch.linspace(0, embed.weight.shape[0] - 1, n, device=embed.weight.device).long()
+    with torch.no_grad():
+        vectors = embed(ids).float()  # (n, H); Gemma's module includes its sqrt(H) scaling
+    return float(vectors.pow(2).mean().sqrt())
+
+
+def _check_weight_files(spec: TopologySpec, base: Path | None) -> None:
+    """Every weights file named by the spec exists (checked before any model loads)."""
+    from .links import resolve_weights_path
+
+    missing = []
+    for agent in spec.agents:
+        if agent.inner_link.weights is not None:
+            path = resolve_weights_path(agent.inner_link.weights, base)
+            if not path.exists():
+                missing.append(f"agent {agent.name!r} inner_link: {path}")
+    for edge in spec.edges:
+        if edge.medium == "latent" and edge.link.weights is not None:
+            path = resolve_weights_path(edge.link.weights, base)
+            if not path.exists():
+                missing.append(f"edge {edge.label}: {path}")
+    if missing:
+        raise RunError("link weights file(s) not found:\n  " + "\n  ".join(missing), culprit=spec.name,
+                       hint="fix the \"weights\" paths (relative paths are relative to the topology file), "
+                            "or set them to null for random initialisation")
 
 
 def _attach_tools(system: RecursiveSystem) -> None:

@@ -134,6 +134,11 @@ class InnerLnRes(nn.Module):
         branch = self.proj2(F.gelu(self.proj1(self.pre_ln(h))))  # (B, m, H) -> (B, m, W) -> (B, m, H)
         return self.post_ln(h + branch).to(x.dtype)  # (B, m, H)
 
+    @torch.no_grad()
+    def match_output_rms(self, rms: float) -> None:
+        """Scale the output LayerNorm so untrained outputs have the model's token-embedding RMS."""
+        self.post_ln.weight.fill_(rms)
+
     def extra_repr(self) -> str:
         return f"dim={self.in_dim}"
 
@@ -163,6 +168,11 @@ class OuterLnRes(nn.Module):
         h = x.to(self.proj1.weight.dtype)  # (B, m, H_in)
         branch = self.proj2(F.gelu(self.proj1(self.ln_source(h))))  # (B, m, H_in) -> (B, m, W) -> (B, m, H_out)
         return self.ln_target(branch + self.residual_proj(h)).to(x.dtype)  # (B, m, H_out)
+
+    @torch.no_grad()
+    def match_output_rms(self, rms: float) -> None:
+        """Scale the output LayerNorm so untrained outputs have the target's token-embedding RMS."""
+        self.ln_target.weight.fill_(rms)
 
     def extra_repr(self) -> str:
         return f"in_dim={self.in_dim}, out_dim={self.out_dim}"

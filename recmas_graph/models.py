@@ -614,3 +614,9 @@ def load_hf(ref: str, *, device: torch.device | str = "cpu", dtype: torch.dtype 
             raise ModelSourceError(f"cannot load the model folder: {err}", culprit=ref,
                                    hint="the folder needs config.json, weights and tokenizer files") from err
         raise _not_local(ref, err) from err
+    except (ValueError, KeyError) as err:  # e.g. a folder without tokenizer files, an unknown architecture
+        where = "the model folder" if folder is not None else "the cached model"
+        raise ModelSourceError(f"cannot load {where}: {type(err).__name__}: {err}", culprit=ref,
+                               hint="the folder needs config.json, the weights and the tokenizer files "
+                                    "(tokenizer.json or tokenizer.model + tokenizer_config.json) of a causal LM "
+                                    "that this transformers version supports") from err

@@ -48,6 +48,31 @@ def test_cached_rollout_equals_full_recompute(cache: ModelCache, ref: str) -> No
 
 
 @pytest.mark.parametrize("ref", FAMILIES)
+def test_rollout_matches_the_reference_loop_literally(cache: ModelCache, ref: str) -> None:
+    """The reference records h, then appends inner(h) and recomputes with the full LM (m passes)."""
+    agent = make_agent(cache, ref)
+    prompt = agent.build_prompts([QUESTIONS[1]], "math")  # one sample, no padding
+    embeds, mask, recorded = prompt.embeds, prompt.mask, []
+    with torch.no_grad():
+        for _ in range(6):
+            out = agent.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, use_cache=False)
+            h = out.hidden_states[-1][:, -1, :]
+            recorded.append(h)
+            embeds = torch.cat([embeds, agent.inner_link(h)[:, None]], dim=1)
+            mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
+    reference = torch.stack(recorded, dim=1)
+    torch.testing.assert_close(agent.latent_rollout(prompt, 6), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_generation_options_are_checked() -> None:
+    from recmas_graph.errors import RunError
+
+    for bad in ({"top_p": 0.0}, {"temperature": -1.0}, {"max_new_tokens": 0}):
+        with pytest.raises(RunError):
+            GenerationOptions(**bad)
+
+
+@pytest.mark.parametrize("ref", FAMILIES)
 def test_sample_alone_equals_sample_in_padded_batch(cache: ModelCache, ref: str) -> None:
     agent = make_agent(cache, ref)
     batch = agent.build_prompts(QUESTIONS, "math")

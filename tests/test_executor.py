@@ -235,3 +235,71 @@ def test_deliberation_mini_answers_with_its_python_tool(registry) -> None:
     assert calls[0]["name"] == "python" and calls[0]["ok"], calls[0]
     assert str(123456789 * 987654321) in calls[0]["output"]
     assert calls[0]["output"].strip() in result.answers[0]
+
+
+def test_batch_failure_keeps_finished_answers_and_names_the_batch(tmp_path: Path, capsys, monkeypatch) -> None:
+    calls = {"n": 0}
+    original = RecursiveSystem.run
+
+    def flaky(self, questions, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return original(self, questions, **kwargs)
+
+    monkeypatch.setattr(RecursiveSystem, "run", flaky)
+    out = tmp_path / "answers.jsonl"
+    code = main(["run", "distillation", "--models", "tiny", "-q", "first?", "-q", "second?", "--batch-size", "1",
+                 "--rounds", "1", "--latent-steps", "1", "--max-new-tokens", "2", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "batch 2 failed" in captured.err and "questions 2" in captured.err and "Traceback" not in captured.err
+    assert "first?" in captured.out  # batch 1's answer was printed as it finished
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["1"]
+
+
+def test_unwritable_output_fails_before_loading_models(tmp_path: Path, capsys) -> None:
+    assert main(["run", "sequential_light", "--models", "tiny", "-q", "hi", "-o", str(tmp_path / "no" / "dir" / "a.jsonl")]) == 2
+    assert "--output" in capsys.readouterr().err
+
+
+def test_question_ids_are_unique_across_options_and_file(tmp_path: Path) -> None:
+    from recmas_graph.cli.runtime import read_questions
+
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"question": "a"}\n{"question": "b", "id": "x"}\n')
+    assert [it["id"] for it in read_questions(f)] == ["", "x"]
+
+
+def test_missing_weights_file_fails_before_models_load(tmp_path: Path, registry, monkeypatch) -> None:
+    import recmas_graph.models as models
+
+    spec = resolve_topology("sequential_light").model_dump(mode="json")
+    spec["edges"][0]["link"]["weights"] = "links/outer_12.safetensors"
+    monkeypatch.setattr(models.ModelCache, "get", lambda *a, **k: pytest.fail("a model was loaded"))
+    from recmas_graph.spec import parse_topology
+
+    with pytest.raises(RunError, match=r"edge planner->critic: .*outer_12\.safetensors"):
+        RecursiveSystem.build(parse_topology(spec), tiny=True, base_dir=tmp_path, registry=registry)
+
+
+def test_global_device_overrides_the_spec_device() -> None:
+    spec = resolve_topology("sequential_light").model_dump(mode="json")
+    spec["agents"][0]["device"] = "cuda:3"
+    from recmas_graph.spec import parse_topology
+
+    placement = resolve_placement(parse_topology(spec), "cpu")
+    assert set(placement.values()) == {"cpu"}
+
+
+def test_untrained_links_match_the_token_embedding_scale(registry) -> None:
+    from recmas_graph.executor import embedding_rms
+
+    system = RecursiveSystem.build(resolve_topology("sequential_light_mini"), tiny=True, registry=registry)
+    agent = system.agents["critic"]
+    rms = embedding_rms(agent.loaded)
+    x = torch.randn(2, 5, agent.hidden_size) * 3
+    out = agent.inner_link(x)
+    assert abs(float(out.pow(2).mean().sqrt()) / rms - 1) < 0.05
+    msg = system.latent_message(0, torch.randn(1, 4, system.agents["planner"].hidden_size))
+    assert abs(float(msg.pow(2).mean().sqrt()) / rms - 1) < 0.05

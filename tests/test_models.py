@@ -299,3 +299,13 @@ def test_packaged_model_loads_and_generates(ref: str, hidden: int, family: str, 
                             do_sample=False)
     text = tok.decode(out[0], skip_special_tokens=True)
     assert text.strip(), f"empty generation from {ref}"
+
+
+def test_folder_without_tokenizer_is_a_clear_error(tmp_path) -> None:
+    from recmas_graph.errors import ModelSourceError
+    from recmas_graph.models import load_model, load_tiny
+
+    tiny = load_tiny("tiny:llama")
+    tiny.model.save_pretrained(tmp_path / "m")  # weights and config, no tokenizer files
+    with pytest.raises(ModelSourceError, match="tokenizer"):
+        load_model(str(tmp_path / "m"))

@@ -267,6 +267,18 @@ def test_tool_loop_is_bounded_in_time() -> None:
     assert t.stopped == "max_seconds" and 1 <= len(t.calls) < 10 and t.text.endswith("final")
 
 
+def test_decoding_time_does_not_count_as_tool_time() -> None:
+    """A slow model still gets its first call run: only time inside tools counts."""
+    replies = iter(["```python\nprint(6 * 7)\n```\n", "done"])
+
+    def slow_gen(continuation: str, stop: list[str]) -> str:
+        time.sleep(0.4)
+        return next(replies)
+
+    t = run_tool_loop(slow_gen, [PythonTool()], max_seconds=0.3)
+    assert t.stopped == "done" and len(t.calls) == 1 and t.calls[0].result.output.strip() == "42"
+
+
 def test_tool_loop_continues_after_a_non_call_fence() -> None:
     gen = _Script("Example:\n```\nnot code\n```\n", "Answer: 4")
     t = run_tool_loop(gen, [PythonTool()])
@@ -286,3 +298,11 @@ def test_tool_prompt_describes_syntax_and_tools() -> None:
     assert "```python" in text and "```output" in text and '<tool name="NAME">' in text
     assert "- python" in text and "- retrieve" in text and "at most 3 tool calls" in text
     assert "<tool name" not in TOOL_PROMPT([PythonTool()])
+
+
+def test_sandboxed_code_may_use_threads() -> None:
+    from recmas_graph.tools.sandbox import run_python
+
+    result = run_python("import threading\nt = threading.Thread(target=print, args=('hi',))\nt.start(); t.join()",
+                        timeout_s=10, memory_mb=512, cpu_s=5, max_output_chars=100)
+    assert result.ok and result.stdout.strip() == "hi", result

@@ -9,9 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from ..errors import RunError, SpecError
+from ..errors import RecmasError, RunError, SpecError
 from ..spec import TASK_TYPES
 from . import app, console, err_console
 
@@ -31,7 +33,7 @@ def parse_assignments(values: list[str], option: str) -> dict[str, str]:
 
 
 def read_questions(path: Path) -> list[dict[str, str]]:
-    """Read questions from JSONL: one object per line with ``question`` (and optional ``id``)."""
+    """Read questions from JSONL: one object per line with ``question`` (and optional ``id``; ``""`` if absent)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -48,10 +50,21 @@ def read_questions(path: Path) -> list[dict[str, str]]:
         if not isinstance(obj, dict) or not isinstance(obj.get("question"), str):
             raise SpecError(f"line {number} has no string field \"question\"", culprit=str(path),
                             hint="each line must be one JSON object like {\"question\": \"...\"}")
-        items.append({"id": str(obj.get("id", number)), "question": obj["question"]})
+        items.append({"id": str(obj["id"]) if "id" in obj else "", "question": obj["question"]})
     if not items:
         raise SpecError("no questions in file", culprit=str(path), hint="add one JSON object per line")
     return items
+
+
+def _open_for_writing(path: Path | None, option: str):
+    """Open an output file before any model loads, so a bad path fails in a second, not minutes."""
+    if path is None:
+        return None
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as err:
+        raise RunError(f"cannot write {path}: {err.strerror}", culprit=option,
+                       hint="check that the folder exists and is writable") from None
 
 
 def _device_option(values: list[str]) -> str | dict[str, str] | None:
@@ -72,7 +85,7 @@ def run_command(
     rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="Recursion rounds (default: the topology's).")] = None,
     latent_steps: Annotated[Optional[int], typer.Option("--latent-steps", min=0, help="Latent steps per pass.")] = None,
     device: Annotated[Optional[list[str]], typer.Option("--device", help="'cpu', 'cuda', 'cuda:1', 'auto', or AGENT=DEVICE (repeatable).")] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: float32 on CPU).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: each agent's spec dtype, else float32).")] = None,
     task: Annotated[str, typer.Option("--task", help=f"Task type for the prompts: {', '.join(TASK_TYPES)}.")] = "math",
     seed: Annotated[int, typer.Option("--seed", help="Seed for link initialisation and sampling.")] = 0,
     greedy: Annotated[bool, typer.Option("--greedy", help="Greedy decoding instead of sampling.")] = False,
@@ -96,62 +109,80 @@ def run_command(
     items: list[dict[str, str]] = [{"id": str(i + 1), "question": q} for i, q in enumerate(question or [])]
     if questions is not None:
         items += read_questions(questions)
+    for index, item in enumerate(items, start=1):
+        item["id"] = item["id"] or str(index)
     if not items:
         raise RunError("no question given", culprit="recmas run", hint="pass --question TEXT or --questions FILE.jsonl")
-    spec = resolve_topology(topology)
-    base_dir = Path(topology).parent if Path(topology).suffix == ".json" else None
-    with console.status("loading models...") as status:
-        system = RecursiveSystem.build(
-            spec, device=_device_option(device or []), dtype=dtype,
-            model_overrides=parse_assignments(model or [], "--model"), tiny=models == "tiny",
-            base_dir=base_dir, seed=seed,
-            on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."),
-        )
     generation = GenerationOptions(max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature, top_p=top_p)
-    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-    records: list[dict] = []
-    answers: list[tuple[dict[str, str], str]] = []
-    trace_file = trace.open("w", encoding="utf-8") if trace else None
-    out_file = output.open("w", encoding="utf-8") if output else None
-    start = time.perf_counter()
+    trace_file = _open_for_writing(trace, "--trace")
+    out_file = _open_for_writing(output, "--output")
     try:
+        spec = resolve_topology(topology)
+        base_dir = Path(topology).parent if Path(topology).suffix == ".json" else None
+        with console.status("loading models...") as status:
+            system = RecursiveSystem.build(
+                spec, device=_device_option(device or []), dtype=dtype,
+                model_overrides=parse_assignments(model or [], "--model"), tiny=models == "tiny",
+                base_dir=base_dir, seed=seed,
+                on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."),
+            )
+        batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+        records: list[dict] = []
+        start = time.perf_counter()
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err_console, transient=True, disable=len(batches) < 2) as progress:
             bar = progress.add_task("questions", total=len(items))
+            first = 0
             for b, batch in enumerate(batches):
-                result = system.run([it["question"] for it in batch], task=task, rounds=rounds,
-                                    latent_steps=latent_steps, generation=generation, seed=seed + b,
-                                    tool_choice=tool_choice)
-                for rec in result.trace:
-                    row = {"batch": b, **rec.as_dict()}
-                    records.append(row)
+                try:
+                    result = system.run([it["question"] for it in batch], task=task, rounds=rounds,
+                                        latent_steps=latent_steps, generation=generation,
+                                        seeds=[seed + first + i for i in range(len(batch))], tool_choice=tool_choice)
+                except RecmasError:
+                    raise
+                except Exception as err:
+                    ids = ", ".join(it["id"] for it in batch)
+                    done = "the answers of earlier batches are printed above" + (f" and in {output}" if output else "")
+                    raise RunError(f"batch {b + 1} failed: {type(err).__name__}: {err}", culprit=f"questions {ids}",
+                                   hint=f"{done}; rerun with --traceback for details") from err
+                batch_records = [{"batch": b, **rec.as_dict()} for rec in result.trace]
+                records.extend(batch_records)
+                for row in batch_records:
                     if trace_file:
                         trace_file.write(json.dumps(row) + "\n")
-                for it, ans, n in zip(batch, result.answers, result.generated_tokens):
-                    answers.append((it, ans))
+                if trace_file:
+                    trace_file.flush()
+                for i, (it, ans, n) in enumerate(zip(batch, result.answers, result.generated_tokens)):
+                    _print_answer({**it, "_index": i}, ans, batch_records)
                     if out_file:
                         out_file.write(json.dumps({"id": it["id"], "question": it["question"], "answer": ans,
                                                    "generated_tokens": n}) + "\n")
-                        out_file.flush()
+                if out_file:
+                    out_file.flush()
+                first += len(batch)
                 progress.advance(bar, len(batch))
     finally:
-        if trace_file:
-            trace_file.close()
-        if out_file:
-            out_file.close()
+        for handle in (trace_file, out_file):
+            if handle:
+                handle.close()
     total = time.perf_counter() - start
-    for it, ans in answers:
-        console.rule(f"[bold]question {it['id']}")
-        console.print(it["question"], highlight=False, markup=False)
-        console.print("[bold green]answer:[/]")
-        console.print(ans.strip() or "(empty)", highlight=False, markup=False)
+    console.print(_timing_table(records, total))
+
+
+def _print_answer(item: dict[str, str], answer: str, records: list[dict]) -> None:
+    """Print one question, its answer and the tool calls made for it (never as rich markup)."""
+    console.rule(f"question {escape(item['id'])}")
+    console.print(item["question"], highlight=False, markup=False)
     for row in records:
         for call in row.get("tool_calls") or []:
+            if call.get("sample") != item["_index"]:
+                continue
             status = "ok" if call["ok"] else f"error: {call['error']}"
-            console.print(f"[bold]tool call[/] {row['agent']} round {row['round']} -> {call['name']} ({status})")
+            console.print(Text(f"tool call: {row['agent']} round {row['round']} -> {call['name']} ({status})", style="bold"))
             console.print((call["arguments"] or "").rstrip(), highlight=False, markup=False)
-            console.print(f"[dim]output:[/] {(call['output'] or '').rstrip()}", highlight=False)
-    console.print(_timing_table(records, total))
+            console.print(Text("output: ", style="dim") + Text((call["output"] or "").rstrip()), highlight=False)
+    console.print(Text("answer:", style="bold green"))
+    console.print(answer.strip() or "(empty)", highlight=False, markup=False)
 
 
 def _timing_table(records: list[dict], total: float) -> Table:

@@ -8,7 +8,8 @@ to the answer text and lets the model continue. Two call syntaxes:
 - ``<tool name="NAME">ARGUMENTS</tool>`` calls any tool; its result is appended as
   ``<tool_result name="NAME">...</tool_result>``.
 
-The loop is bounded by ``max_calls`` and ``max_seconds``: past either bound the next call is not
+The loop is bounded by ``max_calls`` and ``max_seconds`` (time spent inside tools, not decoding;
+the first call always runs): past either bound the next call is not
 run, a note says so, and the model writes its final answer in one last continuation.
 
 >>> replies = iter(["Let me compute.\\n```python\\nprint(6 * 7)\\n```\\n", "So the answer is \\\\boxed{42}."])
@@ -111,7 +112,6 @@ def run_tool_loop(
     ``prefix`` starts the answer (e.g. an opened ```` ```python ```` block to require a tool call).
     """
     table = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
-    start = time.perf_counter()
     stop = list(STOP_STRINGS)
     text, scanned = prefix, 0
     calls: list[ToolCall] = []
@@ -126,8 +126,9 @@ def run_tool_loop(
                 continue  # paused on a fence that is not a call (e.g. the end of a plain block)
             return ToolTranscript(text, calls, "done")
         text = text[: call.end]  # whatever was decoded after the call did not see its result
+        tool_time = sum(c.elapsed_s for c in calls)  # decoding time does not count against the tools
         over = ("max_calls" if len(calls) >= max_calls
-                else "max_seconds" if time.perf_counter() - start > max_seconds else None)
+                else "max_seconds" if calls and tool_time > max_seconds else None)
         if over:
             limit = f"the limit of {max_calls} tool calls" if over == "max_calls" else f"the {max_seconds:g} s tool time limit"
             text += _format_result(call, f"Not run: {limit} is reached. Give your final answer now without tools.")

@@ -5,8 +5,9 @@
 - a fresh temporary directory as its working directory, deleted afterwards;
 - an almost empty environment (no variables of the caller, ``HOME`` / ``TMPDIR`` = the directory);
 - resource limits set before the interpreter starts: address space (``RLIMIT_AS``), CPU seconds
-  (``RLIMIT_CPU``), size of written files and output (``RLIMIT_FSIZE``), no new processes
-  (``RLIMIT_NPROC``; the kernel ignores it for root), no core dumps;
+  (``RLIMIT_CPU``), size of written files and output (``RLIMIT_FSIZE``), no core dumps (no
+  ``RLIMIT_NPROC``: Linux counts threads against it, so it would break threaded code, and it is
+  per user, not per process; new processes are refused by the audit hook instead);
 - a wall-clock timeout after which the whole process group is killed;
 - an audit hook (PEP 578) installed by a bootstrap before the code runs, which refuses opening
   files outside the directory (reading the Python installation's own files is allowed, so the
@@ -216,8 +217,6 @@ def _limits(memory_mb: int, cpu_s: float, file_mb: int) -> None:  # runs in the 
         pass
     cap(resource.RLIMIT_FSIZE, file_mb * 1024 * 1024)
     cap(resource.RLIMIT_CORE, 0)
-    if hasattr(resource, "RLIMIT_NPROC"):
-        cap(resource.RLIMIT_NPROC, 0)
 
 
 def _read_head(f: "tempfile._TemporaryFileWrapper[bytes]", limit: int) -> tuple[str, bool]:
