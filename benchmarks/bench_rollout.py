@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from recmas_graph.agents import Agent
+from recmas_graph.agents import Agent, GenerationOptions
 from recmas_graph.links import InnerLnRes
 from recmas_graph.models import load_model
 from recmas_graph.registry import get_registry
@@ -59,6 +59,16 @@ def main() -> None:
         rel = ((outs[True] - outs[False]).norm() / outs[False].norm()).item()
         print(f"{m:>4} {timings[True]:>10.3f} {timings[False]:>12.3f} {timings[False] / timings[True]:>8.1f}x "
               f"{1000 * timings[True] / m:>15.1f} {rel:>9.1e}")
+    # The floor to aim at: one cached plain decode step (prefill subtracted).
+    n = 48
+    t0 = time.perf_counter()
+    agent.decode(prompt, GenerationOptions(max_new_tokens=1, do_sample=False))
+    prefill = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = agent.decode(prompt, GenerationOptions(max_new_tokens=n, do_sample=False))
+    steps = max(out.generated_tokens[0], 1)
+    per_token = (time.perf_counter() - t0 - prefill) / steps
+    print(f"plain cached decode: {1000 * per_token:.1f} ms/token over {steps} tokens (prefill {prefill:.3f} s)")
 
 
 if __name__ == "__main__":

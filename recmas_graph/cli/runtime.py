@@ -201,5 +201,5 @@ def _timing_table(records: list[dict], total: float) -> Table:
     for (agent, rnd, action), row in merged.items():
         table.add_row(agent, str(rnd), action, row["device"], f"{row['wall_s']:.2f}", str(row["prompt_tokens"]),
                       str(row["latent_steps"]), str(row["generated_tokens"]), f"{row['peak_mem_bytes'] / 2**20:.0f}")
-    table.caption = f"total {total:.2f} s"
+    table.caption = f"total {total:.2f} s; peak MB: per pass on CUDA, the process's peak RSS on CPU"
     return table
