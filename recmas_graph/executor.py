@@ -24,7 +24,7 @@ from .agents import Agent, GenerationOptions, PromptBatch, apply_link
 from .errors import RunError
 from .graph import CompiledTopology, Pass, Schedule, compile_topology
 from .registry import Registry, get_registry
-from .spec import EdgeSpec, TopologySpec
+from .spec import TopologySpec, parse_topology
 
 __all__ = [
     "RecursiveSystem",
@@ -136,6 +136,7 @@ class RecursiveSystem:
         self.agents = agents
         self.outer_links = outer_links
         self.registry = registry
+        self._edge_index = {id(edge): i for i, edge in enumerate(self.spec.edges)}
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -172,8 +173,6 @@ class RecursiveSystem:
         for agent in data["agents"]:
             ref = overrides.get(agent["name"], agent["model"])
             agent["model"] = tiny_counterpart(ref) if tiny and agent["name"] not in overrides else ref
-        from .spec import parse_topology
-
         spec = parse_topology(data, source=topology.name)
         compiled = compile_topology(spec, registry)
         placement = resolve_placement(spec, device)
@@ -212,7 +211,7 @@ class RecursiveSystem:
         system = cls(compiled, agents, outer, registry)
         _attach_tools(system)
         for agent in agents.values():
-            _call_hook(registry, "recmas_agent_built", agent=agent)
+            registry.call_hook("recmas_agent_built", agent=agent)
         return system
 
     # ------------------------------------------------------------------ running
@@ -257,7 +256,6 @@ class RecursiveSystem:
         """
         if tool_choice not in ("auto", "required"):
             raise RunError(f"unknown tool_choice {tool_choice!r}", culprit="tool_choice", hint='use "auto" or "required"')
-        self._tool_choice = tool_choice
         if not questions:
             raise RunError("no questions given", culprit="questions", hint="pass at least one question")
         questions = [str(q) for q in questions]
@@ -271,7 +269,7 @@ class RecursiveSystem:
                            hint="give one seed per question")
         generator = [torch.Generator().manual_seed(int(s)) for s in seeds] if seeds is not None else None
         start = time.perf_counter()
-        _call_hook(self.registry, "recmas_run_start", system=self, questions=questions)
+        self.registry.call_hook("recmas_run_start", system=self, questions=questions)
         thoughts: dict[tuple[str, int], torch.Tensor] = {}
         texts: dict[tuple[str, int], list[str]] = {}
         result = RunResult(questions, [], [], [], 0.0)
@@ -282,10 +280,10 @@ class RecursiveSystem:
                 with ThreadPoolExecutor(max_workers=len(wave)) as pool:
                     records = list(pool.map(lambda p: self._run_pass(p, questions, task, m, generation,
                                                                      text_message_tokens, generator, thoughts, texts,
-                                                                     result, keep_messages, use_cache), wave))
+                                                                     result, keep_messages, use_cache, tool_choice), wave))
             else:
                 records = [self._run_pass(p, questions, task, m, generation, text_message_tokens, generator, thoughts,
-                                          texts, result, keep_messages, use_cache) for p in wave]
+                                          texts, result, keep_messages, use_cache, tool_choice) for p in wave]
             result.trace.extend(records)
             for p in wave:
                 for edge, sr in p.inputs:
@@ -296,7 +294,7 @@ class RecursiveSystem:
         result.wall_s = time.perf_counter() - start
         if keep_messages:
             result.thoughts = thoughts
-        _call_hook(self.registry, "recmas_run_end", system=self, results=result)
+        self.registry.call_hook("recmas_run_end", system=self, results=result)
         return result
 
     def _consumer_counts(self, schedule: Schedule) -> dict[tuple[str, int], int]:
@@ -308,9 +306,9 @@ class RecursiveSystem:
 
     def _run_pass(self, step: Pass, questions: list[str], task: str, m: int, generation: GenerationOptions,
                   text_tokens: int, generator: list[torch.Generator] | None, thoughts: dict, texts: dict,
-                  result: RunResult, keep: bool, use_cache: bool) -> TraceRecord:
+                  result: RunResult, keep: bool, use_cache: bool, tool_choice: str) -> TraceRecord:
         agent = self.agents[step.agent]
-        _call_hook(self.registry, "recmas_before_pass", system=self, step=step)
+        self.registry.call_hook("recmas_before_pass", system=self, step=step)
         device = agent.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -324,7 +322,7 @@ class RecursiveSystem:
             senders[slot] = edge.source
             order.append(slot)
             if edge.medium == "latent":
-                index = self.spec.edges.index(edge)
+                index = self._edge_index[id(edge)]
                 msg = self.latent_message(index, thoughts[(edge.source, sr)])
                 latent[slot] = msg
                 if keep:
@@ -335,7 +333,7 @@ class RecursiveSystem:
         generated = 0
         tool_calls: list[dict[str, Any]] = []
         if step.action == "decode":
-            answers, counts, tool_calls = self._decode_answer(agent, prompt, generation, generator)
+            answers, counts, tool_calls = self._decode_answer(agent, prompt, generation, generator, tool_choice)
             result.answers, result.generated_tokens = answers, counts
             generated = sum(counts)
         if step.latent:
@@ -353,11 +351,12 @@ class RecursiveSystem:
             latent_steps=m if step.latent else 0, generated_tokens=generated, peak_mem_bytes=_peak_mem(device),
             tool_calls=tool_calls,
         )
-        _call_hook(self.registry, "recmas_after_pass", system=self, step=step, record=record.as_dict())
+        self.registry.call_hook("recmas_after_pass", system=self, step=step, record=record.as_dict())
         return record
 
     def _decode_answer(self, agent: Agent, prompt: PromptBatch, generation: GenerationOptions,
-                       generator: list[torch.Generator] | None) -> tuple[list[str], list[int], list[dict[str, Any]]]:
+                       generator: list[torch.Generator] | None,
+                       tool_choice: str) -> tuple[list[str], list[int], list[dict[str, Any]]]:
         tools = getattr(agent, "tools", None)
         if not tools:
             decoded = agent.decode(prompt, generation, generator=generator)
@@ -383,7 +382,7 @@ class RecursiveSystem:
                 return new
 
             prefix = ""
-            if getattr(self, "_tool_choice", "auto") == "required":
+            if tool_choice == "required":
                 first = next(iter(tools))
                 prefix = "```python\n" if first == "python" else f'<tool name="{first}">'
             transcript = run_tool_loop(generate, tools, max_calls=agent.max_tool_calls,
@@ -441,24 +440,15 @@ def _check_weight_files(spec: TopologySpec, base: Path | None) -> None:
 
 def _attach_tools(system: RecursiveSystem) -> None:
     """Give agents that list tools their registered tool objects and the tool prompt."""
-    tools_table = getattr(system.registry, "tools", {})
+    tools_table = system.registry.tools
     for agent in system.agents.values():
         names = agent.spec.tools
         agent.tools = {}
         agent.max_tool_calls = 4
         agent.max_tool_seconds = 60.0
         if not names:
-            continue
-        missing = [n for n in names if n not in tools_table]
-        if missing:
-            raise RunError(f"unknown tool(s) {', '.join(missing)}", culprit=f"agent {agent.name!r}",
-                           hint=f"use registered tools: {', '.join(sorted(tools_table)) or 'none registered'}")
+            continue  # unknown names were refused by validation (builtin recmas_validate_topology)
         agent.tools = {n: tools_table[n] for n in names}
         from .tools import TOOL_PROMPT
 
         agent.extra_instructions = TOOL_PROMPT(list(agent.tools.values()))
-
-
-def _call_hook(registry: Registry, name: str, **kwargs: Any) -> None:
-    if hasattr(registry, "call_hook"):
-        registry.call_hook(name, **kwargs)

@@ -15,7 +15,6 @@ This module imports without torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -121,6 +120,7 @@ class CompiledTopology:
             raise TopologyError(f"rounds must be at least 1, got {R}", culprit="rounds", hint="use --rounds 1 or more")
         unrolled = nx.DiGraph()
         edge_inputs: dict[tuple[str, int], list[tuple[EdgeSpec, int]]] = {}
+        consumers: dict[tuple[str, int], list[tuple[tuple[str, int], EdgeSpec]]] = {}
         for r in range(1, R + 1):
             for name in spec.agent_names:
                 unrolled.add_node((name, r))
@@ -131,6 +131,7 @@ class CompiledTopology:
                     continue  # nothing in round 1 on a recursion edge: the slot is left out
                 unrolled.add_edge((edge.source, src_round), (edge.target, r))
                 edge_inputs.setdefault((edge.target, r), []).append((edge, src_round))
+                consumers.setdefault((edge.source, src_round), []).append(((edge.target, r), edge))
         final = (spec.output, R)
         needed = nx.ancestors(unrolled, final) | {final}
         pruned = unrolled.subgraph(needed)
@@ -142,32 +143,12 @@ class CompiledTopology:
                 if (name, r) == final:
                     action: Action = "decode"
                 else:
-                    media = {
-                        e.medium
-                        for e, src_round in edge_inputs_consumed(edge_inputs, needed, name, r)
-                    }
+                    media = {e.medium for target, e in consumers.get((name, r), []) if target in needed}
                     action = "latent+text" if media == {"latent", "text"} else ("text" if media == {"text"} else "latent")
                 inputs = tuple((e, sr) for e, sr in edge_inputs.get((name, r), []) if (e.source, sr) in needed)
                 wave.append(Pass(name, r, action, inputs))
             waves.append(tuple(wave))
         return Schedule(R, tuple(waves))
-
-
-def edge_inputs_consumed(
-    edge_inputs: Mapping[tuple[str, int], list[tuple[EdgeSpec, int]]],
-    needed: set[tuple[str, int]],
-    source: str,
-    src_round: int,
-) -> list[tuple[EdgeSpec, int]]:
-    """Edges that consume the message of ``(source, src_round)`` into a needed pass."""
-    found = []
-    for (target, r), items in edge_inputs.items():
-        if (target, r) not in needed:
-            continue
-        for edge, sr in items:
-            if edge.source == source and sr == src_round:
-                found.append((edge, sr))
-    return found
 
 
 def validate_topology(spec: TopologySpec, registry: "Registry | None" = None) -> None:
