@@ -13,11 +13,12 @@ import time
 
 import torch
 
-from recmas_graph.agents import Agent, GenerationOptions
-from recmas_graph.links import InnerLnRes
-from recmas_graph.models import load_model
-from recmas_graph.registry import get_registry
-from recmas_graph.spec import AgentSpec
+from recmas_graph.plugins.builtin_roles import BUILTIN_ROLES
+from recmas_graph.runtime.agent import Agent
+from recmas_graph.runtime.decoding import GenerationOptions
+from recmas_graph.runtime.links.modules import InnerLnRes
+from recmas_graph.runtime.sources.loaded import load_model
+from recmas_graph.topology.spec import AgentSpec
 
 QUESTION = (
     "A farmer has 17 sheep and buys 3 times as many goats as sheep. He then sells a quarter of all his "
@@ -36,9 +37,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     lm = load_model(args.model, device=args.device)
-    role = get_registry().roles["planner"]
     inner = InnerLnRes(lm.hidden_size).to(lm.device)
-    agent = Agent(AgentSpec(name="planner", role="planner", model=args.model), lm, role, inner)
+    agent = Agent(AgentSpec(name="planner", role="planner", model=args.model), lm, BUILTIN_ROLES["planner"])
     prompt = agent.build_prompts([QUESTION], "math")
     print(f"model {args.model} on {args.device}, prompt {prompt.tokens} tokens, torch threads {torch.get_num_threads()}")
     print(f"{'m':>4} {'cached s':>10} {'recompute s':>12} {'speed-up':>9} {'ms/step cached':>15} {'rel err':>9}")
@@ -51,7 +51,8 @@ def main() -> None:
                 if lm.device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                outs[use_cache] = agent.latent_rollout(prompt, m, use_cache=use_cache)
+                with torch.inference_mode():
+                    outs[use_cache] = agent.think(prompt, m, inner, use_cache=use_cache)
                 if lm.device.type == "cuda":
                     torch.cuda.synchronize()
                 best = min(best, time.perf_counter() - t0)
@@ -61,11 +62,12 @@ def main() -> None:
               f"{1000 * timings[True] / m:>15.1f} {rel:>9.1e}")
     # The floor to aim at: one cached plain decode step (prefill subtracted).
     n = 48
-    t0 = time.perf_counter()
-    agent.decode(prompt, GenerationOptions(max_new_tokens=1, do_sample=False))
-    prefill = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = agent.decode(prompt, GenerationOptions(max_new_tokens=n, do_sample=False))
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        agent.decode(prompt, GenerationOptions(max_new_tokens=1, do_sample=False), seeds=[0])
+        prefill = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = agent.decode(prompt, GenerationOptions(max_new_tokens=n, do_sample=False), seeds=[0])
     steps = max(out.generated_tokens[0], 1)
     per_token = (time.perf_counter() - t0 - prefill) / steps
     print(f"plain cached decode: {1000 * per_token:.1f} ms/token over {steps} tokens (prefill {prefill:.3f} s)")

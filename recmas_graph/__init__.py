@@ -1,43 +1,53 @@
 """recmas_graph: run and train RecursiveMAS systems as declarative graphs of latent-space LLM agents.
 
-``spec``, ``graph``, ``render`` and the registry import without torch; the runtime (links, models,
-agents, executor) is imported on first use of its names.
+The public API follows LangGraph's shape, one object at each stage::
+
+    import recmas_graph as rg
+    compiled = rg.compile("sequential_light")        # validated and scheduled; no weights, no torch
+    system = compiled.build(models="tiny", seed=0)   # weights loaded: an nn.Module of the links
+    result = system.run(["What is 2 + 3?"], greedy=True, max_new_tokens=32)
+
+The layers, each importing only those above it: ``topology`` (spec, compile, schedule, render; no
+torch) -> ``tools`` -> ``runtime`` (sources, links, prompts, rollout, decoding, system, backends)
+-> ``plugins`` (hook specs, the registry, the built-ins) -> ``release`` -> ``eval`` -> ``cli``.
+Runtime names are imported on first use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .api import compile
 from .errors import LinkError, ModelSourceError, PluginError, RecmasError, RunError, SpecError, TopologyError
-from .graph import CompiledTopology, Pass, Schedule, compile_topology, validate_topology
-from .registry import Registry, get_registry, resolve_topology
-from .roles import Role
-from .spec import AgentSpec, EdgeSpec, LinkSpec, TopologyBuilder, TopologySpec, dump_topology, parse_topology, read_topology_file, topology_json_schema
+from .plugins import Registry, default_registry, hookimpl
+from .topology import (AgentSpec, CompiledTopology, EdgeSpec, Input, LinkSpec, LinkType, ModelSource, Pass, Problem,
+                       Role, Schedule, SlotSection, TopologyBuilder, TopologySpec, compile_topology, dump_topology,
+                       parse_topology, read_topology_file, topology_json_schema)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "__version__",
+    "compile",
     "RecmasError", "SpecError", "TopologyError", "ModelSourceError", "LinkError", "PluginError", "RunError",
     "AgentSpec", "EdgeSpec", "LinkSpec", "TopologySpec", "TopologyBuilder",
     "parse_topology", "read_topology_file", "dump_topology", "topology_json_schema",
-    "CompiledTopology", "Pass", "Schedule", "compile_topology", "validate_topology",
-    "Registry", "get_registry", "resolve_topology", "Role",
-    # runtime (imported lazily: these pull in torch and transformers)
-    "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "GenerationOptions",
-    "LoadedModel", "ModelCache", "load_model", "build_link", "save_link", "check_link_weights",
+    "CompiledTopology", "Problem", "Pass", "Input", "Schedule", "compile_topology",
+    "Role", "SlotSection", "LinkType", "ModelSource", "Registry", "default_registry", "hookimpl",
+    # runtime (imported on first use: these pull in torch and transformers)
+    "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "GenerationOptions", "LoadedModel", "ModelCache",
+    "load_model",
 ]
 
 _LAZY = {
-    "RecursiveSystem": "executor", "RunResult": "executor", "TraceRecord": "executor",
-    "Agent": "agents", "GenerationOptions": "agents",
-    "LoadedModel": "models", "ModelCache": "models", "load_model": "models",
-    "build_link": "links", "save_link": "links", "check_link_weights": "links",
+    "RecursiveSystem": "runtime.system", "RunResult": "runtime.results", "TraceRecord": "runtime.results",
+    "Agent": "runtime.agent", "GenerationOptions": "runtime.decoding", "LoadedModel": "runtime.sources.loaded",
+    "ModelCache": "runtime.sources.loaded", "load_model": "runtime.sources.loaded",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Import runtime names on first use, so that spec/graph/render work without torch."""
+    """Import runtime names on first use, so that compiling and rendering work without torch."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'recmas_graph' has no attribute {name!r}")

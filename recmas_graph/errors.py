@@ -24,6 +24,8 @@ class RecmasError(Exception):
         self.message = message
         self.culprit = culprit
         self.hint = hint
+        #: The individual problems when one error reports several (e.g. a topology's validation).
+        self.problems: list[object] = []
         super().__init__(self.__str__())
 
     def __str__(self) -> str:

@@ -10,13 +10,13 @@ os.environ["RECMAS_DISABLE_PLUGINS"] = "1"
 
 import pytest  # noqa: E402
 
-from recmas_graph.registry import Registry, set_registry  # noqa: E402
+from recmas_graph.plugins import Registry, set_default_registry  # noqa: E402
 
 
 @pytest.fixture
 def registry() -> Registry:
-    """A fresh registry with only the built-ins (installed entry points not loaded)."""
+    """A fresh registry with only the built-ins (installed entry points not loaded), also the default one."""
     reg = Registry.create(load_entrypoints=False)
-    set_registry(reg)
+    set_default_registry(reg)
     yield reg
-    set_registry(None)
+    set_default_registry(None)

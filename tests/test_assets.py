@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import recmas_graph.assets as A
+import recmas_graph.runtime.sources.assets as A
 from recmas_graph.cli import main
 
 REPO = Path(__file__).resolve().parent.parent

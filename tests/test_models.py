@@ -10,16 +10,9 @@ import pytest
 import torch
 
 from recmas_graph.errors import ModelSourceError
-from recmas_graph.models import (
-    CHATML_TEMPLATE,
-    TINY_FAMILIES,
-    LoadedModel,
-    ModelCache,
-    hidden_size_of,
-    load_model,
-    resolve_dtype,
-    resolve_model_source,
-)
+from recmas_graph.runtime.sources.loaded import LoadedModel, ModelCache, hidden_size_of, load_model, resolve_dtype
+from recmas_graph.runtime.sources.tiny import CHATML_TEMPLATE, TINY_FAMILIES
+from recmas_graph.topology.catalog import resolve_model_source
 
 TINY = ["tiny:llama", "tiny:qwen2", "tiny:gemma3"]
 
@@ -38,9 +31,9 @@ def _out_cache(out):
 
 @pytest.mark.parametrize("ref", TINY)
 def test_tiny_loads_fast_and_frozen(ref: str, registry) -> None:
-    load_model("tiny:llama", registry=registry)  # warm the transformers import
+    load_model("tiny:llama", sources=registry.model_sources)  # warm the transformers import
     start = time.perf_counter()
-    lm = load_model(ref, registry=registry)
+    lm = load_model(ref, sources=registry.model_sources)
     elapsed = time.perf_counter() - start
     assert elapsed < 5.0, f"{ref} took {elapsed:.2f} s"
     assert isinstance(lm, LoadedModel) and lm.ref == ref
@@ -58,7 +51,7 @@ def test_tiny_loads_fast_and_frozen(ref: str, registry) -> None:
 
 
 def test_tiny_families_differ(registry) -> None:
-    loaded = [load_model(ref, registry=registry) for ref in TINY]
+    loaded = [load_model(ref, sources=registry.model_sources) for ref in TINY]
     assert len({lm.hidden_size for lm in loaded}) == 3
     assert [lm.family for lm in loaded] == ["llama", "qwen2", "gemma3_text"]
     assert [type(lm.model).__name__ for lm in loaded] == ["LlamaForCausalLM", "Qwen2ForCausalLM", "Gemma3ForCausalLM"]
@@ -68,10 +61,10 @@ def test_tiny_families_differ(registry) -> None:
 def test_tiny_weights_deterministic_and_rng_untouched(ref: str, registry) -> None:
     torch.manual_seed(1)
     state = torch.random.get_rng_state()
-    a = load_model(ref, registry=registry)
+    a = load_model(ref, sources=registry.model_sources)
     assert torch.equal(torch.random.get_rng_state(), state), "loading must not consume the global RNG"
     torch.manual_seed(12345)
-    b = load_model(ref, registry=registry)
+    b = load_model(ref, sources=registry.model_sources)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -80,7 +73,7 @@ def test_tiny_weights_deterministic_and_rng_untouched(ref: str, registry) -> Non
 
 @pytest.mark.parametrize("ref", TINY)
 def test_tiny_tokenizer_round_trip_and_template(ref: str, registry) -> None:
-    tok = load_model(ref, registry=registry).tokenizer
+    tok = load_model(ref, sources=registry.model_sources).tokenizer
     for text in ["Hello, world!", "  two  spaces\tand tab\nnew line", "x = 3 * (4 + 5) // 2; print(x)", "",
                  "ünïcödé ✓ 数学"]:
         ids = tok(text, add_special_tokens=False).input_ids
@@ -100,7 +93,7 @@ def test_tiny_tokenizer_round_trip_and_template(ref: str, registry) -> None:
 
 @pytest.mark.parametrize("ref", TINY)
 def test_tiny_generate_from_inputs_embeds(ref: str, registry) -> None:
-    lm = load_model(ref, registry=registry)
+    lm = load_model(ref, sources=registry.model_sources)
     tok = lm.tokenizer
     batch = tok(["a longer first prompt", "short"], return_tensors="pt", padding=True)
     assert batch.attention_mask[1, 0] == 0  # left padded
@@ -114,7 +107,7 @@ def test_tiny_generate_from_inputs_embeds(ref: str, registry) -> None:
 @pytest.mark.parametrize("ref", TINY)
 def test_tiny_cached_step_matches_recompute_under_left_padding(ref: str, registry) -> None:
     """A long left-padded prompt (past gemma's sliding window of 64) + one cached embedding step."""
-    lm = load_model(ref, registry=registry)
+    lm = load_model(ref, sources=registry.model_sources)
     model, tok = lm.model, lm.tokenizer
     texts = ["word " * 30, "other " * 5]
     batch = tok(texts, return_tensors="pt", padding=True)
@@ -140,30 +133,32 @@ def test_tiny_cached_step_matches_recompute_under_left_padding(ref: str, registr
 
 
 def test_hidden_size_of_does_not_load(registry, monkeypatch) -> None:
-    import recmas_graph.assets as assets
-    import recmas_graph.models as models
+    import recmas_graph.runtime.sources.loaded as loaded
+    import recmas_graph.runtime.sources.packaged as packaged
+    import recmas_graph.runtime.sources.tiny as tiny
 
     def boom(*args, **kwargs):
         raise AssertionError("weights were loaded")
 
-    monkeypatch.setattr(models, "load_tiny", boom)
-    monkeypatch.setattr(models, "load_packaged", boom)
-    monkeypatch.setattr(assets, "ensure_converted", boom)
-    assert [hidden_size_of(r, registry=registry) for r in TINY] == [64, 48, 80]
-    assert hidden_size_of("pkg:smollm2-135m-instruct", registry=registry) == 576
-    assert hidden_size_of("pkg:gemma3-270m", registry=registry) == 640
+    monkeypatch.setattr(tiny, "load_tiny", boom)
+    monkeypatch.setattr(packaged, "load_packaged", boom)
+    monkeypatch.setattr(packaged, "ensure_converted", boom)
+    monkeypatch.setattr(loaded, "load_model", boom)
+    assert [hidden_size_of(r, registry.model_sources) for r in TINY] == [64, 48, 80]
+    assert hidden_size_of("pkg:smollm2-135m-instruct", registry.model_sources) == 576
+    assert hidden_size_of("pkg:gemma3-270m", registry.model_sources) == 640
 
 
 # ------------------------------------------------------------------------------------ local folders
 
 
 def test_local_folder_round_trip(tmp_path, registry) -> None:
-    tiny = load_model("tiny:qwen2", registry=registry)
+    tiny = load_model("tiny:qwen2", sources=registry.model_sources)
     folder = tmp_path / "my-model"
     tiny.model.save_pretrained(folder)
     tiny.tokenizer.save_pretrained(folder)
-    assert hidden_size_of(str(folder), registry=registry) == 48
-    lm = load_model(str(folder), registry=registry, dtype="bf16")
+    assert hidden_size_of(str(folder), registry.model_sources) == 48
+    lm = load_model(str(folder), sources=registry.model_sources, dtype="bf16")
     assert lm.family == "qwen2" and lm.hidden_size == 48 and lm.dtype == torch.bfloat16
     assert lm.has_chat_template and lm.tokenizer.padding_side == "left"
     assert not any(p.requires_grad for p in lm.model.parameters())
@@ -173,14 +168,14 @@ def test_local_folder_round_trip(tmp_path, registry) -> None:
 
 def test_hidden_size_from_nested_text_config(tmp_path, registry) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": {"hidden_size": 2560}}))
-    assert hidden_size_of(str(tmp_path), registry=registry) == 2560
+    assert hidden_size_of(str(tmp_path), registry.model_sources) == 2560
 
 
 # ------------------------------------------------------------------------------------------- cache
 
 
 def test_model_cache_shares_equal_refs(registry) -> None:
-    cache = ModelCache(registry)
+    cache = ModelCache(registry.model_sources)
     a = cache.get("tiny:llama")
     b = cache.get("tiny:llama", device=torch.device("cpu"), dtype=torch.float32)
     c = cache.get(" tiny:llama ", device="cpu", dtype="fp32")
@@ -199,48 +194,48 @@ def test_model_cache_shares_equal_refs(registry) -> None:
 
 def test_unknown_prefix_lists_known_prefixes(registry) -> None:
     with pytest.raises(ModelSourceError) as info:
-        load_model("foo:bar", registry=registry)
+        load_model("foo:bar", sources=registry.model_sources)
     text = str(info.value)
     assert "foo" in text and "tiny:" in text and "pkg:" in text
     with pytest.raises(ModelSourceError):
-        hidden_size_of("foo:bar", registry=registry)
+        hidden_size_of("foo:bar", registry.model_sources)
 
 
 def test_paths_and_hf_ids_are_not_prefixes(registry) -> None:
-    assert resolve_model_source("Qwen/Qwen3-1.7B", registry).prefix == ""
-    assert resolve_model_source("C:\\models\\qwen", registry).prefix == ""
-    assert resolve_model_source("./some/folder", registry).prefix == ""
-    assert resolve_model_source("tiny:llama", registry).prefix == "tiny"
+    assert resolve_model_source("Qwen/Qwen3-1.7B", registry.model_sources).prefix == ""
+    assert resolve_model_source("C:\\models\\qwen", registry.model_sources).prefix == ""
+    assert resolve_model_source("./some/folder", registry.model_sources).prefix == ""
+    assert resolve_model_source("tiny:llama", registry.model_sources).prefix == "tiny"
 
 
 def test_missing_hf_model_is_a_helpful_error(registry) -> None:
     start = time.perf_counter()
     with pytest.raises(ModelSourceError) as info:
-        load_model("nobody-here/not-a-real-model-xyz", registry=registry)
+        load_model("nobody-here/not-a-real-model-xyz", sources=registry.model_sources)
     text = str(info.value)
     assert "not available locally" in text
     assert "download" in text and "local folder" in text and "pkg:" in text and "tiny:" in text
     with pytest.raises(ModelSourceError, match="not available locally"):
-        hidden_size_of("nobody-here/not-a-real-model-xyz", registry=registry)
+        hidden_size_of("nobody-here/not-a-real-model-xyz", registry.model_sources)
     assert time.perf_counter() - start < 30  # no network retries
 
 
 def test_other_bad_references(tmp_path, registry) -> None:
     with pytest.raises(ModelSourceError, match="tiny:gemma3"):
-        load_model("tiny:mistral", registry=registry)
+        load_model("tiny:mistral", sources=registry.model_sources)
     with pytest.raises(ModelSourceError, match="no such folder"):
-        load_model(str(tmp_path / "missing"), registry=registry)
+        load_model(str(tmp_path / "missing"), sources=registry.model_sources)
     with pytest.raises(ModelSourceError, match="config.json"):
-        load_model(str(tmp_path), registry=registry)
+        load_model(str(tmp_path), sources=registry.model_sources)
     with pytest.raises(ModelSourceError, match="pkg:gemma3-270m"):
-        load_model("pkg:nope", registry=registry)
+        load_model("pkg:nope", sources=registry.model_sources)
     with pytest.raises(ModelSourceError, match="unknown dtype"):
-        load_model("tiny:llama", dtype="float8", registry=registry)
+        load_model("tiny:llama", dtype="float8", sources=registry.model_sources)
     with pytest.raises(ModelSourceError):
-        load_model("", registry=registry)
+        load_model("", sources=registry.model_sources)
     if not torch.cuda.is_available():
         with pytest.raises(ModelSourceError, match="CUDA"):
-            load_model("tiny:llama", device="cuda", registry=registry)
+            load_model("tiny:llama", device="cuda", sources=registry.model_sources)
 
 
 def test_resolve_dtype() -> None:
@@ -252,8 +247,9 @@ def test_resolve_dtype() -> None:
 
 
 def test_plugin_loader_must_return_loaded_model(registry) -> None:
-    from recmas_graph.hookspecs import hookimpl
-    from recmas_graph.registry import ModelSource, Registry
+    from recmas_graph.plugins.hookspecs import hookimpl
+    from recmas_graph.plugins.manager import Registry
+    from recmas_graph.topology.catalog import ModelSource
 
     class Plugin:
         @hookimpl
@@ -262,14 +258,14 @@ def test_plugin_loader_must_return_loaded_model(registry) -> None:
 
     reg = Registry.create([Plugin()], load_entrypoints=False)
     with pytest.raises(ModelSourceError, match="LoadedModel"):
-        load_model("bad:thing", registry=reg)
+        load_model("bad:thing", sources=reg.model_sources)
 
 
 # -------------------------------------------------------------------------------------------- real
 
 
 def _packages_installed(name: str) -> bool:
-    from recmas_graph.assets import get_packaged_model, missing_packages
+    from recmas_graph.runtime.sources.assets import get_packaged_model, missing_packages
 
     return not missing_packages(get_packaged_model(name))
 
@@ -283,7 +279,7 @@ def test_packaged_model_loads_and_generates(ref: str, hidden: int, family: str, 
     if not _packages_installed(ref):
         pytest.skip(f"{ref} is not installed (recmas assets install)")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    lm = load_model(ref, registry=registry)  # converts once into the cache on first use
+    lm = load_model(ref, sources=registry.model_sources)  # converts once into the cache on first use
     assert lm.hidden_size == hidden and lm.family == family and lm.has_chat_template is chat
     assert lm.dtype == torch.float32 and not lm.model.training
     assert lm.tokenizer.padding_side == "left" and lm.tokenizer.pad_token is not None
@@ -303,7 +299,8 @@ def test_packaged_model_loads_and_generates(ref: str, hidden: int, family: str, 
 
 def test_folder_without_tokenizer_is_a_clear_error(tmp_path) -> None:
     from recmas_graph.errors import ModelSourceError
-    from recmas_graph.models import load_model, load_tiny
+    from recmas_graph.runtime.sources.loaded import load_model
+    from recmas_graph.runtime.sources.tiny import load_tiny
 
     tiny = load_tiny("tiny:llama")
     tiny.model.save_pretrained(tmp_path / "m")  # weights and config, no tokenizer files

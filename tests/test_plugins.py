@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from recmas_graph.errors import PluginError, TopologyError
-from recmas_graph.graph import compile_topology
-from recmas_graph.hookspecs import HOOK_PHASES, RecmasHookSpecs, hookimpl
-from recmas_graph.registry import PLUGIN_LOGGER, Registry, set_registry
-from recmas_graph.roles import Role
-from recmas_graph.spec import TopologyBuilder
+from recmas_graph.topology import compile_topology
+from recmas_graph.plugins.hookspecs import HOOK_PHASES, RecmasHookSpecs, hookimpl
+from recmas_graph.plugins.manager import PLUGIN_LOGGER, Registry, set_default_registry
+from recmas_graph.topology.roles import Role
+from recmas_graph.topology.spec import TopologyBuilder
 from recmas_graph.tools import Tool, ToolResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,17 +73,18 @@ def test_hookspecs_have_contracts_and_phases() -> None:
 
 
 def test_builtins_register_everything_through_hooks(registry: Registry) -> None:
-    assert registry.plugin_names == ["recmas_graph.builtin"]
+    assert registry.plugin_names == ["recmas_graph.plugins.builtin", "recmas_graph.eval.plugin"]
     assert {"python", "retrieve"} <= set(registry.tools)
     assert {"gsm8k", "math500", "arc_easy", "arc_challenge"} <= set(registry.datasets)
     assert {"boxed_math", "choice_letter"} <= set(registry.metrics)
-    assert registry.origin[("tool", "python")] == "recmas_graph.builtin"
-    assert "recmas_validate_topology" in registry.hooks_of("recmas_graph.builtin")
+    assert registry.origin[("tool", "python")] == "recmas_graph.plugins.builtin"
+    assert registry.origin[("dataset", "gsm8k")] == "recmas_graph.eval.plugin"
+    assert {"recmas_roles", "recmas_link_types", "recmas_model_sources", "recmas_topologies",
+            "recmas_tools"} <= set(registry.hooks_of("recmas_graph.plugins.builtin"))
 
 
 def test_plugin_adds_role_tool_dataset_and_metric() -> None:
-    from recmas_graph.datasets import Dataset, Sample
-    from recmas_graph.metrics import Metric, Score
+    from recmas_graph.eval import Dataset, Metric, Sample, Score
 
     class Echo(Tool):
         name, description = "echo", "Repeat the arguments."
@@ -109,11 +110,11 @@ def test_plugin_adds_role_tool_dataset_and_metric() -> None:
             return [Metric("always", "always right", lambda out, gold, meta: Score(True, out))]
 
     reg = Registry.create(plugins=[Extras()], load_entrypoints=False)
-    assert reg.plugin_names == ["recmas_graph.builtin", "Extras"]
+    assert reg.plugin_names == ["recmas_graph.plugins.builtin", "recmas_graph.eval.plugin", "Extras"]
     assert reg.origin[("role", "skeptic")] == "Extras" and reg.tools["echo"].run("hi").output == "hi"
     assert len(reg.datasets["two"].load()) == 2 and reg.metrics["always"].score("x", "y").correct
     assert reg.registered_by("Extras") == {"role": ["skeptic"], "tool": ["echo"], "dataset": ["two"], "metric": ["always"]}
-    compile_topology(_pair(tools=["echo", "python"]), registry=reg)
+    compile_topology(_pair(tools=["echo", "python"]), reg)
 
 
 def test_two_plugins_registering_the_same_role_are_both_named() -> None:
@@ -142,7 +143,7 @@ def test_plugin_shadowing_a_builtin_tool_names_both() -> None:
         def recmas_tools(self):
             return [Impostor()]
 
-    with pytest.raises(PluginError, match=r"tool 'python' is registered twice: by plugin 'recmas_graph.builtin' "
+    with pytest.raises(PluginError, match=r"tool 'python' is registered twice: by plugin 'recmas_graph.plugins.builtin' "
                                           r"and by plugin 'Shadow'"):
         Registry.create(plugins=[Shadow()], load_entrypoints=False)
 
@@ -193,13 +194,13 @@ def test_same_plugin_type_twice_gets_distinct_names() -> None:
         pass
 
     reg = Registry.create(plugins=[Quiet(), Quiet()], load_entrypoints=False)
-    assert reg.plugin_names == ["recmas_graph.builtin", "Quiet", "Quiet#2"]
+    assert reg.plugin_names == ["recmas_graph.plugins.builtin", "recmas_graph.eval.plugin", "Quiet", "Quiet#2"]
 
 
 # ----------------------------------------------------------------------------- call_hook and run hooks
 
 
-def test_call_hook_calls_each_plugin_in_order_with_keywords() -> None:
+def test_hooks_are_called_by_pluggy_with_keywords() -> None:
     seen: list[tuple[str, Any]] = []
 
     class A:
@@ -215,9 +216,38 @@ def test_call_hook_calls_each_plugin_in_order_with_keywords() -> None:
 
     reg = Registry.create(plugins=[A(), B()], load_entrypoints=False)
     out = reg.call_hook("recmas_after_pass", system=None, step="s1", record={"agent": "s", "wall_s": 0.5})
-    assert seen == [("A", "s"), ("B", 0.5)]
-    assert out == [("A", "a")]  # None results are dropped by pluggy
+    assert seen == [("B", 0.5), ("A", "s")]  # pluggy's order: the plugin registered last runs first
+    assert out == ["a"]  # None results are dropped by pluggy
     assert reg.call_hook("recmas_run_start", system=None, questions=[]) == []
+    seen.clear()
+    reg.hooks.recmas_after_pass(system=None, step="s2", record={"agent": "t", "wall_s": 1.0})  # pluggy directly
+    assert seen == [("B", 1.0), ("A", "t")]
+
+
+def test_hook_wrappers_and_tryfirst_work_as_in_pluggy() -> None:
+    order: list[str] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def recmas_run_start(self, questions):
+            order.append("before")
+            result = yield
+            order.append("after")
+            return result
+
+    class First:
+        @hookimpl(tryfirst=True)
+        def recmas_run_start(self):
+            order.append("first")
+
+    class Plain:
+        @hookimpl
+        def recmas_run_start(self):
+            order.append("plain")
+
+    reg = Registry.create(plugins=[Wrapper(), Plain(), First()], load_entrypoints=False)
+    reg.hooks.recmas_run_start(system=None, questions=["q"])
+    assert order == ["before", "first", "plain", "after"]
 
 
 def test_call_hook_wraps_exceptions_naming_plugin_and_hook() -> None:
@@ -246,7 +276,7 @@ def test_validate_topology_hook_can_reject() -> None:
 
     reg = Registry.create(plugins=[NoSolo()], load_entrypoints=False)
     with pytest.raises(TopologyError, match="too few agents"):
-        compile_topology(_pair(), registry=reg)
+        compile_topology(_pair(), reg)
 
 
 def test_validate_topology_hook_crash_is_a_plugin_error() -> None:
@@ -257,16 +287,16 @@ def test_validate_topology_hook_crash_is_a_plugin_error() -> None:
 
     reg = Registry.create(plugins=[Buggy()], load_entrypoints=False)
     with pytest.raises(PluginError) as err:
-        compile_topology(_pair(), registry=reg)
+        compile_topology(_pair(), reg)
     assert "plugin 'Buggy'" in str(err.value) and "recmas_validate_topology" in str(err.value)
 
 
 def test_unknown_tool_is_a_topology_error_naming_agent_and_tools(registry: Registry) -> None:
     with pytest.raises(TopologyError) as err:
-        compile_topology(_pair(tools=["calculator"]), registry=registry)
+        compile_topology(_pair(tools=["calculator"]), registry)
     text = str(err.value)
     assert "agent 'a'" in text and "'calculator'" in text and "python" in text and "retrieve" in text
-    compile_topology(_pair(tools=["python", "retrieve"]), registry=registry)
+    compile_topology(_pair(tools=["python", "retrieve"]), registry)
 
 
 # ----------------------------------------------------------------------------- tracing
@@ -284,7 +314,7 @@ def test_trace_plugins_logs_hook_calls(monkeypatch: pytest.MonkeyPatch, caplog: 
         reg.call_hook("recmas_run_start", system=None, questions=["what is 2+2?"])
         reg.plugin_manager.hook.recmas_run_start(system=None, questions=["direct call"])  # pluggy's own tracing
     messages = [r.getMessage() for r in caplog.records if r.name == PLUGIN_LOGGER]
-    assert any("recmas_roles [recmas_graph.builtin]" in m for m in messages)
+    assert any("recmas_roles [recmas_graph.plugins.builtin]" in m for m in messages)
     assert any("finish recmas_tools" in m and "python" in m for m in messages)
     assert any("recmas_run_start [Watcher]" in m for m in messages)
     assert any("what is 2+2?" in m for m in messages)
@@ -353,17 +383,18 @@ def test_plugins_command_lists_plugins_and_hooks(capsys: pytest.CaptureFixture[s
 
     class Observer:
         @hookimpl
-        def recmas_run_end(self, results):
+        def recmas_run_end(self, result):
             pass
 
-    set_registry(Registry.create(plugins=[Observer()], load_entrypoints=False))
+    set_default_registry(Registry.create(plugins=[Observer()], load_entrypoints=False))
     try:
         assert main(["plugins", "--json"]) == 0
     finally:
-        set_registry(None)
+        set_default_registry(None)
     rows = {row["plugin"]: row for row in json.loads(capsys.readouterr().out)}
-    assert rows["recmas_graph.builtin"]["distribution"] == "built-in"
-    assert "recmas_roles" in rows["recmas_graph.builtin"]["hooks"]
+    assert rows["recmas_graph.plugins.builtin"]["distribution"] == "built-in"
+    assert "recmas_roles" in rows["recmas_graph.plugins.builtin"]["hooks"]
+    assert rows["recmas_graph.eval.plugin"]["distribution"] == "built-in"
     assert rows["Observer"]["hooks"] == ["recmas_run_end"] and rows["Observer"]["distribution"] == "(in-process)"
 
 
@@ -372,7 +403,7 @@ def test_plugins_command_table(capsys: pytest.CaptureFixture[str], registry: Reg
 
     assert main(["plugins", "--verbose"]) == 0
     out = capsys.readouterr().out
-    assert "recmas_graph.builtin" in out and "built-in" in out and "python" in out
+    assert "recmas_graph.plugins.builtin" in out and "built-in" in out and "python" in out
 
 
 def test_cli_commands_hook_adds_a_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -389,7 +420,7 @@ def test_cli_commands_hook_adds_a_command(capsys: pytest.CaptureFixture[str]) ->
 
     before = list(cli.app.registered_commands)
     state = dict(plugins_cmd._added)
-    set_registry(Registry.create(plugins=[Greeter()], load_entrypoints=False))
+    set_default_registry(Registry.create(plugins=[Greeter()], load_entrypoints=False))
     plugins_cmd._added["done"] = False
     try:
         assert cli.main(["test-plugin-hello"]) == 0
@@ -397,7 +428,7 @@ def test_cli_commands_hook_adds_a_command(capsys: pytest.CaptureFixture[str]) ->
     finally:
         cli.app.registered_commands[:] = before
         plugins_cmd._added.update(state)
-        set_registry(None)
+        set_default_registry(None)
 
 
 # ----------------------------------------------------------------------------- installed example plugin

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from recmas_graph import compile_topology, read_topology_file
-from recmas_graph.agents import GenerationOptions
 from recmas_graph.cli import main
 from recmas_graph.errors import LinkError, RecmasError
-from recmas_graph.links import InnerLnRes, OuterLnRes
-from recmas_graph.models import ModelCache, load_model
+from recmas_graph.runtime.decoding import GenerationOptions
+from recmas_graph.runtime.links.modules import InnerLnRes, OuterLnRes
+from recmas_graph.runtime.sources.loaded import ModelCache, load_model
 from recmas_graph.release import (
     STYLES,
     ReleaseError,
@@ -206,16 +206,17 @@ def _expected_files(style: str, root: Path, task: str) -> tuple[dict[str, Path],
 @pytest.mark.parametrize("style", list(RELEASES))
 def test_release_runs_and_messages_apply_the_stored_links(style: str, releases, views, registry) -> None:
     root = releases[style]
-    cache = ModelCache(registry)
+    cache = ModelCache(registry.model_sources)
     system = load_release(style, root, views_dir=views, model_cache=cache, registry=registry)
     compile_topology(system.spec, registry)  # valid
     result = system.run(["What is 2 + 3?"], rounds=2, latent_steps=2, generation=GREEDY, keep_messages=True)
     assert len(result.answers) == 1
     inner_files, outer_files = _expected_files(style, root, "math")
-    assert {label for label, _ in result.messages} == set(outer_files)
+    assert {system.compiled.edge(edge_id).label for edge_id, _ in result.messages} == set(outer_files)
     info = RELEASES[style]
-    for (label, src_round), msg in result.messages.items():
-        edge = next(e for e in system.spec.edges if e.label == label)
+    for (edge_id, src_round), msg in result.messages.items():
+        edge = system.compiled.edge(edge_id)
+        label = edge.label
         h_src, h_dst = HIDDEN[info["agents"][edge.source][1]], HIDDEN[info["agents"][edge.target][1]]
         inner = InnerLnRes(h_src)
         inner.load_state_dict(torch.load(inner_files[edge.source], weights_only=True))
@@ -295,7 +296,7 @@ def test_release_loads_when_peft_is_installed(releases, views, registry) -> None
     pytest.importorskip("peft")
     raw = releases["distillation"] / "Distillation-Learner-Qwen3.5-4B"
     with pytest.raises(Exception):  # transformers takes the raw folder for a PEFT adapter
-        load_model(str(raw), registry=registry)
+        load_model(str(raw), sources=registry.model_sources)
     system = load_release("distillation", releases["distillation"], views_dir=views, registry=registry)
     assert len(system.run(["Q?"], rounds=1, latent_steps=1, generation=GREEDY).answers) == 1
 

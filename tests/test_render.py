@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from recmas_graph import render as render_module
+from recmas_graph.topology import render as render_module
 from recmas_graph.errors import RecmasError
-from recmas_graph.render import FORMATS, RenderError, render, to_dot, to_mermaid
-from recmas_graph.spec import TopologyBuilder, TopologySpec, read_topology_file
+from recmas_graph.topology.render import FORMATS, RenderError, render, to_dot, to_mermaid
+from recmas_graph.topology.spec import TopologyBuilder, TopologySpec, read_topology_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY_FILES = sorted((ROOT / "topologies").glob("*.json"))
@@ -240,6 +240,6 @@ def test_creates_parent_folders(tmp_path: Path) -> None:
 
 
 def test_imports_without_torch() -> None:
-    code = ("import sys; import recmas_graph.render, recmas_graph.graph, recmas_graph.spec, recmas_graph.registry; "
+    code = ("import sys; import recmas_graph.topology.render, recmas_graph.topology, recmas_graph.plugins; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -11,9 +11,9 @@ from typing import Any, Callable
 import pytest
 
 from recmas_graph.errors import SpecError
-from recmas_graph.graph import compile_topology
-from recmas_graph.registry import Registry
-from recmas_graph.spec import (
+from recmas_graph.topology import compile_topology
+from recmas_graph.plugins.manager import Registry
+from recmas_graph.topology.spec import (
     AgentSpec,
     EdgeSpec,
     LinkSpec,
@@ -274,4 +274,4 @@ def _doc_topologies() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("doc", "text"), _doc_topologies(), ids=[d for d, _ in _doc_topologies()])
 def test_topologies_in_docs_are_valid(doc: str, text: str, registry: Registry) -> None:
-    compile_topology(parse_topology(json.loads(text), source=doc), registry=registry)
+    compile_topology(parse_topology(json.loads(text), source=doc), registry)

@@ -1,15 +1,16 @@
 """The ``recmas`` command line: a thin typed layer over the library (typer + rich).
 
-Every command lives in a submodule that adds itself to :data:`app`. Errors of type
-:class:`~recmas_graph.errors.RecmasError` exit with status 2 and a short message on stderr; the
-global ``--traceback`` flag shows the Python traceback too.
+Every command lives in a submodule that adds itself to :data:`app`; commands parse, call one library
+function and print. Errors of type :class:`~recmas_graph.errors.RecmasError` exit with status 2 and
+a short message on stderr; ``--traceback`` (before or after the command) shows the Python
+traceback too.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -31,12 +32,42 @@ err_console = Console(stderr=True)
 _state = {"traceback": False}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        console.print(f"recmas_graph {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
-    traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback on errors.")] = False,
+    traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback on errors (also "
+                                            "accepted after the command).")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=_version,
+                                          is_eager=True)] = False,
 ) -> None:
     """Run, inspect and render RecursiveMAS systems."""
     _state["traceback"] = traceback
+
+
+def _plain_flags() -> None:
+    """Show on/off options as flags (``--json``), not with a ``<bool>`` type as typer 0.29 does."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - another typer layout: leave its help as it is
+        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_recmas_plain", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._recmas_plain = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich
 
 
 def _register_commands() -> None:
@@ -59,8 +90,12 @@ def _register_plugin_commands() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recmas`` console script."""
     _register_commands()
-    args = sys.argv[1:] if argv is None else argv
-    show_tb = "--traceback" in args
+    _plain_flags()
+    args = list(sys.argv[1:] if argv is None else argv)
+    end = args.index("--") if "--" in args else len(args)
+    show_tb = "--traceback" in args[:end]
+    if show_tb:  # accepted anywhere before "--": give it to the root, where typer expects it
+        args = ["--traceback"] + [a for i, a in enumerate(args) if a != "--traceback" or i >= end]
     try:
         _register_plugin_commands()
         result = app(args=args, prog_name="recmas", standalone_mode=False)

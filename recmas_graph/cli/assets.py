@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .. import assets as A
+from ..runtime.sources import assets as A
 from ..errors import RecmasError
 from . import app, console, err_console
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..registry import BUILTIN_PLUGIN, PLUGIN_LOGGER, Registry, get_registry
+from ..plugins.manager import DEFAULT_PLUGINS, PLUGIN_LOGGER, Registry, default_registry
 from . import app, console
 
 __all__ = ["plugins_command", "plugin_rows", "add_plugin_commands"]
@@ -40,11 +40,11 @@ def add_plugin_commands(target: typer.Typer) -> None:
             handler.setFormatter(logging.Formatter("plugins: %(message)s"))
             logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
-    get_registry().call_hook("recmas_cli_commands", app=target)
+    default_registry().call_hook("recmas_cli_commands", app=target)
 
 
 def _distribution(registry: Registry, plugin: str) -> tuple[str, str]:
-    if plugin == BUILTIN_PLUGIN:
+    if plugin in DEFAULT_PLUGINS:
         try:
             version = importlib.metadata.version("recmas-graph")
         except importlib.metadata.PackageNotFoundError:
@@ -79,7 +79,7 @@ def plugins_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the loaded plugins: distribution, version, implemented hooks and what they register."""
-    rows = plugin_rows(get_registry())
+    rows = plugin_rows(default_registry())
     if as_json:
         console.print_json(json.dumps(rows))
         return

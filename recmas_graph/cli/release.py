@@ -53,7 +53,7 @@ def import_release_command(
 ) -> None:
     """Import a released style into a topology JSON file."""
     from ..release import ensure_output_path, release_topology, resolve_release
-    from ..spec import dump_topology
+    from ..topology.spec import dump_topology
     from .runtime import parse_assignments
 
     overrides = parse_assignments(agent or [], "--agent")

@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from ..errors import RecmasError, RunError, SpecError
-from ..spec import TASK_TYPES
+from ..topology.spec import TASK_TYPES
 from . import app, console, err_console
+from ._output import JsonLines, terminal_text
 
-__all__ = ["run_command", "read_questions", "parse_assignments"]
+__all__ = ["run_command", "read_questions", "parse_assignments", "timing_table"]
 
 
 def parse_assignments(values: list[str], option: str) -> dict[str, str]:
@@ -56,17 +57,6 @@ def read_questions(path: Path) -> list[dict[str, str]]:
     return items
 
 
-def _open_for_writing(path: Path | None, option: str):
-    """Open an output file before any model loads, so a bad path fails in a second, not minutes."""
-    if path is None:
-        return None
-    try:
-        return path.open("w", encoding="utf-8")
-    except OSError as err:
-        raise RunError(f"cannot write {path}: {err.strerror}", culprit=option,
-                       hint="check that the folder exists and is writable") from None
-
-
 def _device_option(values: list[str]) -> str | dict[str, str] | None:
     if not values:
         return None
@@ -85,12 +75,14 @@ def run_command(
     rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="Recursion rounds (default: the topology's).")] = None,
     latent_steps: Annotated[Optional[int], typer.Option("--latent-steps", min=0, help="Latent steps per pass.")] = None,
     device: Annotated[Optional[list[str]], typer.Option("--device", help="'cpu', 'cuda', 'cuda:1', 'auto', or AGENT=DEVICE (repeatable).")] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: each agent's spec dtype, else float32).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: each agent's spec dtype, else automatic: float32 on CPU, bfloat16 on a GPU that has it).")] = None,
     task: Annotated[str, typer.Option("--task", help=f"Task type for the prompts: {', '.join(TASK_TYPES)}.")] = "math",
     seed: Annotated[int, typer.Option("--seed", help="Seed for link initialisation and sampling.")] = 0,
     greedy: Annotated[bool, typer.Option("--greedy", help="Greedy decoding instead of sampling.")] = False,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 0.6,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling threshold.")] = 0.95,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=0, help="Top-k filtering (default: the model's generation config; 0: off).")] = None,
+    min_p: Annotated[Optional[float], typer.Option("--min-p", help="Min-p filtering (default: the model's generation config).")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Answer length limit in tokens.")] = 256,
     tool_choice: Annotated[str, typer.Option("--tool-choice", help="'auto': the model decides; 'required': the output agent's answer opens with a call of its first tool.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Questions per batch.")] = 8,
@@ -98,9 +90,8 @@ def run_command(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write answers as JSONL, batch by batch.")] = None,
 ) -> None:
     """Run a topology on one or more questions and print the answers and a timing table."""
-    from ..agents import GenerationOptions
-    from ..executor import RecursiveSystem
-    from ..registry import resolve_topology
+    from ..plugins.manager import default_registry
+    from ..runtime.decoding import GenerationOptions
 
     if task not in TASK_TYPES:
         raise RunError(f"unknown task type {task!r}", culprit="--task", hint=f"use one of {', '.join(TASK_TYPES)}")
@@ -113,32 +104,31 @@ def run_command(
         item["id"] = item["id"] or str(index)
     if not items:
         raise RunError("no question given", culprit="recmas run", hint="pass --question TEXT or --questions FILE.jsonl")
-    generation = GenerationOptions(max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature, top_p=top_p)
-    trace_file = _open_for_writing(trace, "--trace")
-    out_file = _open_for_writing(output, "--output")
+    generation = GenerationOptions(max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature,
+                                   top_p=top_p, top_k=top_k, min_p=min_p)
+    trace_file = JsonLines(trace, "--trace")  # checked now, created on the first line
+    out_file = JsonLines(output, "--output")
+    answered = 0
+    start = time.perf_counter()
+    records: list[dict] = []
     try:
-        spec = resolve_topology(topology)
-        base_dir = Path(topology).parent if Path(topology).suffix == ".json" else None
+        compiled = default_registry().compile(topology)
         with console.status("loading models...") as status:
-            system = RecursiveSystem.build(
-                spec, device=_device_option(device or []), dtype=dtype,
-                model_overrides=parse_assignments(model or [], "--model"), tiny=models == "tiny",
-                base_dir=base_dir, seed=seed,
-                on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."),
+            system = compiled.build(
+                models=models, model=parse_assignments(model or [], "--model"), device=_device_option(device or []),
+                dtype=dtype, seed=seed, on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."),
             )
         batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-        records: list[dict] = []
         start = time.perf_counter()
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err_console, transient=True, disable=len(batches) < 2) as progress:
             bar = progress.add_task("questions", total=len(items))
-            first = 0
             for b, batch in enumerate(batches):
                 try:
                     result = system.run([it["question"] for it in batch], task=task, rounds=rounds,
                                         latent_steps=latent_steps, generation=generation,
-                                        seeds=[seed + first + i for i in range(len(batch))], tool_choice=tool_choice)
-                except RecmasError:
+                                        seeds=[seed + answered + i for i in range(len(batch))], tool_choice=tool_choice)
+                except (RecmasError, KeyboardInterrupt):
                     raise
                 except Exception as err:
                     ids = ", ".join(it["id"] for it in batch)
@@ -148,48 +138,49 @@ def run_command(
                 batch_records = [{"batch": b, **rec.as_dict()} for rec in result.trace]
                 records.extend(batch_records)
                 for row in batch_records:
-                    if trace_file:
-                        trace_file.write(json.dumps(row) + "\n")
-                if trace_file:
-                    trace_file.flush()
+                    trace_file.write(row)
                 for i, (it, ans, n) in enumerate(zip(batch, result.answers, result.generated_tokens)):
                     _print_answer({**it, "_index": i}, ans, batch_records)
-                    if out_file:
-                        out_file.write(json.dumps({"id": it["id"], "question": it["question"], "answer": ans,
-                                                   "generated_tokens": n}) + "\n")
-                if out_file:
-                    out_file.flush()
-                first += len(batch)
+                    out_file.write({"id": it["id"], "question": it["question"], "answer": ans, "generated_tokens": n})
+                answered += len(batch)
                 progress.advance(bar, len(batch))
+    except KeyboardInterrupt:
+        kept = f"kept {answered} of {len(items)} answer(s)"
+        where = [str(f.path) for f in (out_file, trace_file) if f.path is not None and f.lines]
+        err_console.print(Text(f"interrupted: {kept}" + (f" (written to {', '.join(where)})" if where else ""),
+                               style="bold yellow"))
+        raise typer.Exit(130) from None
     finally:
-        for handle in (trace_file, out_file):
-            if handle:
-                handle.close()
-    total = time.perf_counter() - start
-    console.print(_timing_table(records, total))
+        trace_file.close()
+        out_file.close()
+    console.print(timing_table(records, time.perf_counter() - start))
 
 
 def _print_answer(item: dict[str, str], answer: str, records: list[dict]) -> None:
-    """Print one question, its answer and the tool calls made for it (never as rich markup)."""
+    """Print one question, its answer and the tool calls made for it (control characters escaped)."""
     console.rule(f"question {escape(item['id'])}")
-    console.print(item["question"], highlight=False, markup=False)
+    console.print(terminal_text(item["question"]), highlight=False, markup=False)
     for row in records:
         for call in row.get("tool_calls") or []:
             if call.get("sample") != item["_index"]:
                 continue
             status = "ok" if call["ok"] else f"error: {call['error']}"
-            console.print(Text(f"tool call: {row['agent']} round {row['round']} -> {call['name']} ({status})", style="bold"))
-            console.print((call["arguments"] or "").rstrip(), highlight=False, markup=False)
-            console.print(Text("output: ", style="dim") + Text((call["output"] or "").rstrip()), highlight=False)
+            console.print(Text(terminal_text(f"tool call: {row['agent']} round {row['round']} -> {call['name']} ({status})"),
+                               style="bold"))
+            console.print(terminal_text((call["arguments"] or "").rstrip()), highlight=False, markup=False)
+            console.print(Text("output: ", style="dim") + Text(terminal_text((call["output"] or "").rstrip())),
+                          highlight=False)
     console.print(Text("answer:", style="bold green"))
-    console.print(answer.strip() or "(empty)", highlight=False, markup=False)
+    console.print(terminal_text(answer.strip()) or "(empty)", highlight=False, markup=False)
 
 
-def _timing_table(records: list[dict], total: float) -> Table:
-    table = Table(title="per-stage timing", show_lines=False)
-    for col in ("agent", "round", "action", "device", "wall s", "prompt", "latent", "gen", "peak MB"):
-        left = col in ("agent", "action", "device")
-        table.add_column(col, justify="left" if left else "right", no_wrap=left)
+def timing_table(records: list[dict], total: float) -> Table:
+    """The per-stage timing table: one row per (agent, round, action), summed over batches."""
+    table = Table(title="per-stage timing", title_justify="left", show_lines=False, padding=(0, 1))
+    for col, header in (("agent", "agent"), ("round", "rnd"), ("action", "action"), ("wall", "wall s"),
+                        ("prompt", "prompt"), ("latent", "latent"), ("gen", "gen"), ("mem", "peak MB")):
+        left = col in ("agent", "action")
+        table.add_column(header, justify="left" if left else "right", no_wrap=True, overflow="fold")
     merged: dict[tuple[str, int, str], dict] = {}
     for rec in records:
         key = (rec["agent"], rec["round"], rec["action"])
@@ -199,7 +190,10 @@ def _timing_table(records: list[dict], total: float) -> Table:
         row["generated_tokens"] += rec["generated_tokens"]
         row["peak_mem_bytes"] = max(row["peak_mem_bytes"], rec["peak_mem_bytes"])
     for (agent, rnd, action), row in merged.items():
-        table.add_row(agent, str(rnd), action, row["device"], f"{row['wall_s']:.2f}", str(row["prompt_tokens"]),
+        table.add_row(agent, str(rnd), action, f"{row['wall_s']:.2f}", str(row["prompt_tokens"]),
                       str(row["latent_steps"]), str(row["generated_tokens"]), f"{row['peak_mem_bytes'] / 2**20:.0f}")
-    table.caption = f"total {total:.2f} s; peak MB: per pass on CUDA, the process's peak RSS on CPU"
+    devices = sorted({rec["device"] for rec in records})
+    table.caption = (f"total {total:.2f} s on {', '.join(devices) or '-'}; peak MB: per pass on CUDA, "
+                     "the process's peak RSS on CPU")
+    table.caption_justify = "left"
     return table

@@ -16,10 +16,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import RecmasError
-from ..graph import CompiledTopology, Pass, Schedule, compile_topology
-from ..registry import get_registry, resolve_topology
-from ..render import FORMATS, render as render_file
-from ..spec import topology_json_schema
+from ..plugins.manager import default_registry
+from ..topology.compile import CompiledTopology
+from ..topology.render import FORMATS
+from ..topology.render import render as render_file
+from ..topology.schedule import Pass, Schedule
+from ..topology.spec import topology_json_schema
 from . import app, console
 
 __all__ = ["list_topologies", "validate", "plan", "render", "schema"]
@@ -35,8 +37,8 @@ TopologyArg = Annotated[
 
 
 def _load(ref: str) -> CompiledTopology:
-    """Resolve ``ref`` to a spec and validate it."""
-    return compile_topology(resolve_topology(ref))
+    """Resolve ``ref`` (a name or a file) and compile it against the installed plugins."""
+    return default_registry().compile(ref)
 
 
 def _print_json(data: Any) -> None:
@@ -54,7 +56,7 @@ def list_topologies(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
 ) -> None:
     """List the registered topologies (built-in and from plugins) with a one-line description."""
-    registry = get_registry()
+    registry = default_registry()
     rows: list[dict[str, Any]] = []
     for name in sorted(registry.topologies):
         entry = registry.topologies[name]
@@ -95,10 +97,11 @@ def _summary(compiled: CompiledTopology) -> str:
 
 
 _VALIDATE_HELP = (
-    "Check a topology without loading any model: fields, agent names, edges, slots, roles, link types, "
-    "forward cycles and agents that cannot influence the output.\n\n"
-    "Prints OK and a short summary, or an error naming the culprit and how to fix it (exit status 2). "
-    "Link weight shapes are checked when the models load ('recmas run')."
+    "Check a topology without loading any model: fields, agent names, edges, slots, roles, link types and "
+    "their options, model references, tools, forward cycles and agents that cannot influence the output; "
+    "every problem is reported at once. When links name weight files, their shapes are checked against the "
+    "models' hidden sizes (read from the configs, no weights loaded).\n\n"
+    "Prints OK and a short summary, or the problems, each naming its culprit and how to fix it (exit status 2)."
 )
 
 
@@ -106,12 +109,29 @@ _VALIDATE_HELP = (
 def validate(topology: TopologyArg) -> None:
     """Check a topology and print a one-line summary."""
     compiled = _load(topology)
+    _check_weights(compiled)
     console.print(Text.assemble(("OK ", "bold green"), (compiled.spec.name, "bold"), f": {_summary(compiled)}"))
 
 
+def _check_weights(compiled: CompiledTopology) -> None:
+    """Check link weight shapes when links name weight files (this needs torch, so only then)."""
+    spec = compiled.spec
+    if not any(a.inner_link.weights for a in spec.agents) and not any(e.link.weights for e in spec.edges):
+        return
+    from ..runtime.links.build import check_link_weights
+    from ..topology.catalog import resolve_model_source
+
+    sources = compiled.catalog.model_sources
+    hidden = {a.name: resolve_model_source(a.model, sources).hidden_size_of(a.model) for a in spec.agents}
+    if any(size is None for size in hidden.values()):
+        return  # a model source that cannot tell without loading: checked when the system is built
+    check_link_weights(spec, hidden, compiled.base_dir, link_types=compiled.catalog.link_types)
+
+
 def _inputs_text(p: Pass) -> str:
-    """Which messages a pass receives, e.g. ``plan<-planner1, feedback<-solver1``."""
-    return ", ".join(f"{edge.slot_name}<-{edge.source}{round_}" for edge, round_ in p.inputs) or "-"
+    """Which messages a pass receives, e.g. ``plan<-planner1, feedback<-solver1`` (text ones marked)."""
+    return ", ".join(f"{i.slot}<-{i.source}{i.round}" + (" (text)" if i.medium == "text" else "")
+                     for i in p.inputs) or "-"
 
 
 def _schedule_table(schedule: Schedule, name: str) -> Table:
@@ -122,7 +142,8 @@ def _schedule_table(schedule: Schedule, name: str) -> Table:
     table = Table(title=f"{name}: {schedule.rounds} rounds, {len(schedule.waves)} waves, {len(passes)} passes",
                   title_justify="left", caption=caption, caption_justify="left")
     for column in ("wave", "agent", "round", "action", "inputs"):
-        table.add_column(column, justify="right" if column in ("wave", "round") else "left")
+        table.add_column(column, justify="right" if column in ("wave", "round") else "left",
+                         no_wrap=column != "inputs", overflow="fold")
     styles = {"decode": "bold yellow", "text": "cyan", "latent+text": "cyan"}
     for i, wave in enumerate(schedule.waves, start=1):
         for j, p in enumerate(wave):
@@ -147,7 +168,8 @@ def plan(
         typer.Option("--rounds", "-r", min=1, help="Recursion rounds R to unroll (default: the topology's)."),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the schedule as JSON records (wave, agent, round, action).")
+        bool, typer.Option("--json", help="Print the schedule as JSON records: wave, agent, round, action, the "
+                           "inputs (edge, slot, source, round, medium) and the output edges.")
     ] = False,
 ) -> None:
     """Print the unrolled schedule as a table of waves (or JSON records)."""

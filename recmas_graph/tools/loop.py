@@ -22,7 +22,6 @@ run, a note says so, and the model writes its final answer in one last continuat
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recmas_graph.hookspecs import hookimpl
-from recmas_graph.registry import LinkType
-from recmas_graph.roles import Role, SlotSection
+from recmas_graph import LinkType, Role, SlotSection, hookimpl
 
 __all__ = ["DEBATER", "JUDGE", "TOPOLOGY_FILE", "__version__"]
 __version__ = "0.1.0"
@@ -76,5 +74,6 @@ def recmas_link_types() -> list[LinkType]:
     return [
         LinkType("ridge_realign", "inner", "recmas_debate.ridge:RidgeRealign",
                  "training-free: hidden -> input embedding by ridge regression on the model's own "
-                 "embedding matrices (LatentMAS realignment); fitted by calibrate(model)"),
+                 "embedding matrices (LatentMAS realignment); fitted by calibrate(model)",
+                 options=("lam", "match_norm", "chunk_rows")),
     ]

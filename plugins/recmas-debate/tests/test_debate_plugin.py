@@ -8,9 +8,9 @@ import torch
 import recmas_debate
 from recmas_debate.ridge import RidgeRealign, ridge_solve
 from recmas_graph.errors import PluginError, TopologyError
-from recmas_graph.graph import compile_topology
-from recmas_graph.registry import Registry
-from recmas_graph.spec import parse_topology
+from recmas_graph.topology import compile_topology
+from recmas_graph.plugins.manager import Registry
+from recmas_graph.topology.spec import parse_topology
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_not_registered_without_the_plugin() -> None:
 
 def test_registering_twice_names_both_plugins(reg: Registry) -> None:
     class Copycat:
-        from recmas_graph.hookspecs import hookimpl
+        from recmas_graph.plugins.hookspecs import hookimpl
 
         @hookimpl
         def recmas_roles(self):
@@ -47,7 +47,7 @@ def test_registering_twice_names_both_plugins(reg: Registry) -> None:
 
 def test_debate_topology_compiles_and_schedules(reg: Registry) -> None:
     spec = reg.topologies["debate"].spec
-    compiled = compile_topology(spec, registry=reg)
+    compiled = compile_topology(spec, reg)
     assert spec.output == "judge"
     recursion = {(e.source, e.target, e.slot) for e in spec.edges if e.recursion}
     assert recursion == {("judge", "debater_a", "verdict"), ("judge", "debater_b", "verdict"),
@@ -63,7 +63,7 @@ def test_debate_topology_compiles_and_schedules(reg: Registry) -> None:
 
 
 def test_debate_roles_render_their_slots(reg: Registry) -> None:
-    from recmas_graph.roles import slot_marker
+    from recmas_graph.topology.roles import slot_marker
 
     text = reg.roles["judge"].render_user("What is 2+2?", "math", ["argument_a", "argument_b"])
     assert slot_marker("argument_a") in text and "\\boxed" in text
@@ -76,18 +76,18 @@ def test_debate_roles_render_their_slots(reg: Registry) -> None:
 def test_debate_topology_needs_the_plugin_roles() -> None:
     spec = Registry.create(plugins=[recmas_debate], load_entrypoints=False).topologies["debate"].spec
     with pytest.raises(TopologyError, match="unknown role 'debater'"):
-        compile_topology(spec, registry=Registry.create(load_entrypoints=False))
+        compile_topology(spec, Registry.create(load_entrypoints=False))
 
 
 def test_ridge_link_refused_as_outer_link(reg: Registry) -> None:
     data = reg.topologies["debate"].spec.model_dump(mode="json")
     data["edges"][0]["link"] = {"type": "ridge_realign"}
     with pytest.raises(TopologyError, match="inner link"):
-        compile_topology(parse_topology(data), registry=reg)
+        compile_topology(parse_topology(data), reg)
 
 
 def test_debate_topology_renders(reg: Registry) -> None:
-    render = pytest.importorskip("recmas_graph.render")
+    from recmas_graph.topology import render
     spec = reg.topologies["debate"].spec
     dot, mermaid = render.to_dot(spec), render.to_mermaid(spec)
     for name in ("debater_a", "debater_b", "judge"):
@@ -139,7 +139,7 @@ def test_uncalibrated_link_is_identity_and_keeps_dtype() -> None:
 
 
 class _FakeLoaded:
-    """The parts of recmas_graph.models.LoadedModel that calibrate uses, on a tiny untied LM."""
+    """The parts of recmas_graph.runtime.LoadedModel that calibrate uses, on a tiny untied LM."""
 
     def __init__(self, vocab: int = 50, d: int = 8, scale: float = 2.0) -> None:
         g = torch.Generator().manual_seed(3)
@@ -184,10 +184,9 @@ def test_calibrate_refuses_a_mismatched_model() -> None:
 
 
 def test_calibrate_on_a_tiny_hf_model_from_embeddings_and_from_texts() -> None:
-    models = pytest.importorskip("recmas_graph.models")
-    if not hasattr(models, "load_tiny"):
-        pytest.skip("recmas_graph.models.load_tiny is not available")
-    loaded = models.load_tiny("tiny:llama")
+    from recmas_graph.runtime.sources.tiny import load_tiny
+
+    loaded = load_tiny("tiny:llama")
     d = loaded.hidden_size
     link = RidgeRealign(d, d).calibrate(loaded)
     assert link.calibrated and torch.isfinite(link.weight).all()

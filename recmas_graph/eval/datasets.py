@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RecmasError
-from .metrics import DEFAULT_METRIC_FOR_TASK, last_boxed
-from .spec import TASK_TYPES
+from ..errors import RecmasError
+from ..topology.spec import TASK_TYPES
+from .scoring import DEFAULT_METRIC_FOR_TASK, last_boxed
 
 __all__ = [
     "Sample",
@@ -70,7 +70,7 @@ class Dataset:
     """A registered dataset: its name, task type, description and a loader of samples.
 
     ``loader()`` returns an iterable of :class:`Sample`; ``metric`` names the registered metric
-    that scores it (default: the task type's, see :data:`recmas_graph.metrics.DEFAULT_METRIC_FOR_TASK`).
+    that scores it (default: the task type's, see :data:`recmas_graph.eval.scoring.DEFAULT_METRIC_FOR_TASK`).
     """
 
     name: str
@@ -316,18 +316,14 @@ def jsonl_dataset(path: str | Path, *, default_task: str = "math") -> Dataset:
                    source=str(path))
 
 
-def resolve_dataset(ref: str | Dataset, registry: Any = None) -> Dataset:
-    """A registered dataset name, ``jsonl:PATH`` or a ``.jsonl`` path -> its :class:`Dataset`."""
+def resolve_dataset(ref: str | Dataset, registry: Any) -> Dataset:
+    """A dataset name registered in ``registry``, ``jsonl:PATH`` or a ``.jsonl`` path -> its :class:`Dataset`."""
     if isinstance(ref, Dataset):
         return ref
     if ref.startswith("jsonl:"):
         return jsonl_dataset(ref[len("jsonl:"):])
     if ref.endswith((".jsonl", ".jsonl.gz")):
         return jsonl_dataset(ref)
-    if registry is None:
-        from .registry import get_registry
-
-        registry = get_registry()
     dataset = registry.datasets.get(ref)
     if dataset is None:
         raise DatasetError("unknown dataset", culprit=ref,
@@ -335,7 +331,7 @@ def resolve_dataset(ref: str | Dataset, registry: Any = None) -> Dataset:
     return dataset
 
 
-def load_samples(ref: str | Dataset, limit: int | None = None, registry: Any = None) -> list[Sample]:
+def load_samples(ref: str | Dataset, registry: Any, limit: int | None = None) -> list[Sample]:
     """Shortcut: the first ``limit`` samples of :func:`resolve_dataset` ``(ref)``."""
     return resolve_dataset(ref, registry).load(limit)
 

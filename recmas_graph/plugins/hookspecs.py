@@ -2,22 +2,25 @@
 
 Project name and entry-point group: ``recmas_graph``. Every hook is prefixed ``recmas_``.
 Built-in roles, link types, topologies, model sources, datasets, metrics and tools are registered
-through these same hooks (see :mod:`recmas_graph.builtin`). A plugin is a module (or any object)
+through these same hooks (see :mod:`recmas_graph.plugins.builtin` and :mod:`recmas_graph.eval.plugin`). A plugin is a module (or any object)
 with functions of these names decorated with :data:`hookimpl`; it may implement any subset, and an
 implementation may accept fewer arguments than the specification lists.
 
 The hooks are grouped by phase:
 
 - **registration** (:class:`RegistrationHooks`): called once when a
-  :class:`~recmas_graph.registry.Registry` is built; no arguments; each returns a list. The registry
+  :class:`~recmas_graph.plugins.Registry` is built; no arguments; each returns a list. The registry
   collects every plugin's list and refuses a name registered twice, naming both plugins.
 - **build** (:class:`BuildHooks`): topology validation and agent construction.
 - **run** (:class:`RunHooks`): observers the executor calls around a run and around every pass.
 
-Every hook is called plugin by plugin through :meth:`recmas_graph.registry.Registry.call_hook`, so an
-exception inside a plugin becomes a :class:`~recmas_graph.errors.PluginError` naming the plugin and
-the hook; a :class:`~recmas_graph.errors.RecmasError` a plugin raises on purpose (e.g. a
-``TopologyError`` from :func:`recmas_validate_topology`) passes through unchanged.
+Hooks are called by pluggy itself (``registry.hooks.recmas_<name>(...)``): implementations run in
+pluggy's order (``tryfirst`` ones first, then the most recently registered plugin first, ``trylast``
+ones last) and may be wrappers (``@hookimpl(wrapper=True)``). Each plain implementation is wrapped
+once, when its plugin is registered, so that an exception inside it becomes a
+:class:`~recmas_graph.errors.PluginError` naming the plugin and the hook; a
+:class:`~recmas_graph.errors.RecmasError` a plugin raises on purpose (e.g. a ``TopologyError`` from
+:func:`recmas_validate_topology`) passes through unchanged.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import typer
 
-    from .graph import Pass
-    from .registry import Registry
-    from .spec import TopologySpec
+    from ..topology.schedule import Pass
+    from ..topology.spec import TopologySpec
+    from .manager import Registry
 
 __all__ = [
     "hookspec",
@@ -54,15 +57,15 @@ class RegistrationHooks:
 
     @hookspec
     def recmas_roles(self) -> list[Any]:
-        """Return :class:`recmas_graph.roles.Role` objects to register, each under its ``name``."""
+        """Return :class:`recmas_graph.topology.Role` objects to register, each under its ``name``."""
 
     @hookspec
     def recmas_link_types(self) -> list[Any]:
-        """Return :class:`recmas_graph.registry.LinkType` entries (name, kind, lazy factory).
+        """Return :class:`recmas_graph.topology.LinkType` entries (name, kind, lazy factory, options).
 
         The factory is called as ``factory(in_dim, out_dim, **options)`` and returns an
-        ``nn.Module``. A module with a ``calibrate(loaded_model)`` method is calibrated by the
-        executor when the topology gives it no weights (training-free links).
+        ``nn.Module``. A module with a ``calibrate(loaded_model)`` method is calibrated when a
+        system is built and the topology gives it no weights (training-free links).
         """
 
     @hookspec
@@ -74,15 +77,15 @@ class RegistrationHooks:
 
     @hookspec
     def recmas_model_sources(self) -> list[Any]:
-        """Return :class:`recmas_graph.registry.ModelSource` entries (a reference prefix and a loader)."""
+        """Return :class:`recmas_graph.topology.ModelSource` entries (a reference prefix, a loader, checks)."""
 
     @hookspec
     def recmas_datasets(self) -> list[Any]:
-        """Return :class:`recmas_graph.datasets.Dataset` descriptors, each registered under its ``name``."""
+        """Return :class:`recmas_graph.eval.Dataset` descriptors, each registered under its ``name``."""
 
     @hookspec
     def recmas_metrics(self) -> list[Any]:
-        """Return :class:`recmas_graph.metrics.Metric` objects, each registered under its ``name``."""
+        """Return :class:`recmas_graph.eval.Metric` objects, each registered under its ``name``."""
 
     @hookspec
     def recmas_tools(self) -> list[Any]:
@@ -106,17 +109,17 @@ class BuildHooks:
     def recmas_validate_topology(self, spec: "TopologySpec", registry: "Registry") -> None:
         """Check ``spec`` further; raise :class:`recmas_graph.errors.TopologyError` to reject it.
 
-        Called at the end of :func:`recmas_graph.graph.compile_topology`, after the built-in structural
-        checks passed (names, registered roles and link types, slots, forward cycles, dead agents).
+        Called at the end of :func:`recmas_graph.topology.compile_topology`, after the built-in checks
+        passed (names, roles, link types and options, models, tools, slots, forward cycles, dead agents).
         The error should name the offending agent or edge and say how to fix it.
         """
 
     @hookspec
     def recmas_agent_built(self, agent: Any) -> None:
-        """Observe an agent right after the executor built it (model loaded, links attached).
+        """Observe an agent right after its system built it (model loaded, inner link built).
 
-        ``agent`` is the runtime agent object (:mod:`recmas_graph.agents`). Observers must not
-        replace it; they may inspect it or attach extra state.
+        ``agent`` is a :class:`recmas_graph.runtime.Agent` (``name``, ``spec``, ``loaded``, ``role``,
+        ``tools``). Observers must not replace it; they may inspect it.
         """
 
 
@@ -129,7 +132,7 @@ class RunHooks:
 
     @hookspec
     def recmas_before_pass(self, system: Any, step: "Pass") -> None:
-        """Called before each scheduled pass; ``step`` is a :class:`recmas_graph.graph.Pass`."""
+        """Called before each scheduled pass; ``step`` is a :class:`recmas_graph.topology.Pass`."""
 
     @hookspec
     def recmas_after_pass(self, system: Any, step: "Pass", record: dict[str, Any]) -> None:
@@ -141,12 +144,12 @@ class RunHooks:
         """
 
     @hookspec
-    def recmas_run_end(self, system: Any, results: list[Any]) -> None:
-        """Called once after the run with its results (one per question)."""
+    def recmas_run_end(self, system: Any, result: Any) -> None:
+        """Called once after the run with its :class:`recmas_graph.runtime.RunResult` (answers, trace, timings)."""
 
 
 class RecmasHookSpecs(RegistrationHooks, BuildHooks, RunHooks):
-    """All hook specifications (what :class:`~recmas_graph.registry.Registry` adds to pluggy)."""
+    """All hook specifications (what :class:`~recmas_graph.plugins.Registry` adds to pluggy)."""
 
 
 #: Hook names per phase, in documentation order.

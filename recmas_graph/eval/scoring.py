@@ -1,4 +1,4 @@
-"""Metrics: answer extraction and scoring (boxed math answers, choice letters, code tests).
+"""Scoring: answer extraction and scoring (boxed math answers, choice letters, code tests).
 
 Every metric is a :class:`Metric` registered through the ``recmas_metrics`` hook; the built-ins are:
 
@@ -7,10 +7,11 @@ Every metric is a :class:`Metric` registered through the ``recmas_metrics`` hook
   ``\\frac{a}{b}`` vs ``a/b``, thousands separators, trailing units such as ``\\text{ cm}``,
   degrees and percent signs, ``x = `` before the value) and by exact numeric value (``7 == 7.0``,
   ``1/2 == 0.5``). There is deliberately no lenient "integer part" rule: ``7.5`` is not ``7``.
-- ``choice_letter``: a letter A-E from the last ``\\boxed{}`` or from "the answer is X"; when no
+- ``choice_letter``: a letter A-J (the sample's own letters) from the last ``\\boxed{}`` or from "the answer is X"; when no
   letter is found the output is incorrect (no default letter).
 - ``code_tests``: the last fenced Python block, run with the gold test program in the sandbox
-  (:func:`recmas_graph.tools.sandbox.run_python`); correct when it exits cleanly.
+  (:func:`recmas_graph.tools.sandbox.run_python`); correct when it exits cleanly. A HumanEval-style
+  sample's ``meta["prompt"]`` (its imports and signature) runs first, so a solution may use them.
 
 >>> METRICS["boxed_math"].score(r"so the answer is \\boxed{\\frac{1}{2}}.", "0.5").correct
 True
@@ -35,6 +36,7 @@ __all__ = [
     "normalize_math",
     "math_equal",
     "extract_choice",
+    "CHOICE_LETTERS",
     "extract_code",
     "score_boxed_math",
     "score_choice_letter",
@@ -217,23 +219,28 @@ def math_equal(prediction: str, gold: str) -> bool:
 
 
 _ANSWER_IS_RE = re.compile(
-    r"(?i:answer(?:\s+is)?|option(?:\s+is)?)\s*[:：]?\s*(?i:option\s*)?[\(\[]?([A-E])[\)\]]?(?![A-Za-z0-9])"
+    r"(?i:answer(?:\s+is)?|option(?:\s+is)?)\s*[:：]?\s*(?i:option\s*)?[\(\[]?([A-J])[\)\]]?(?![A-Za-z0-9])"
 )
 
 
-def extract_choice(text: str, letters: str = "ABCDE") -> str | None:
+CHOICE_LETTERS = "ABCDEFGHIJ"
+
+
+def extract_choice(text: str, letters: str = CHOICE_LETTERS) -> str | None:
     """The chosen letter: from the last ``\\boxed{}`` when it holds a letter, else the last "answer is X".
 
     No letter found gives ``None`` (never a default).
 
     >>> extract_choice(r"... so \\boxed{(C)}"), extract_choice("The answer is B."), extract_choice("hmm")
     ('C', 'B', None)
+    >>> extract_choice(r"\\boxed{H}"), extract_choice("the answer is J"), extract_choice(r"\\boxed{H}", "ABCD")
+    ('H', 'J', None)
     """
     boxed = last_boxed(text)
     if boxed is not None:
         content = _unwrap_macro(_unwrap_macro(boxed, "text"), "textbf").strip().strip("$ ")
-        m = re.fullmatch(r"[\(\[]?([A-Ea-e])[\)\]]?\.?", content) or re.fullmatch(
-            r"[\(\[]?([A-E])[\)\].:]\s.*", content, flags=re.S)
+        m = re.fullmatch(r"[\(\[]?([A-Ja-j])[\)\]]?\.?", content) or re.fullmatch(
+            r"[\(\[]?([A-J])[\)\].:]\s.*", content, flags=re.S)
         if m and m.group(1).upper() in letters:
             return m.group(1).upper()
     matches = [m.group(1) for m in _ANSWER_IS_RE.finditer(text) if m.group(1) in letters]
@@ -262,7 +269,7 @@ def score_boxed_math(output: str, gold: str, meta: Mapping[str, Any]) -> Score:
 
 def score_choice_letter(output: str, gold: str, meta: Mapping[str, Any]) -> Score:
     """``choice_letter``: the extracted letter equals the gold letter (no letter: incorrect)."""
-    letters = str(meta.get("letters") or "ABCDE")
+    letters = str(meta.get("letters") or CHOICE_LETTERS)
     pred = extract_choice(output, letters)
     if pred is None:
         return Score(False, None, "no answer letter found")
@@ -271,12 +278,13 @@ def score_choice_letter(output: str, gold: str, meta: Mapping[str, Any]) -> Scor
 
 def score_code_tests(output: str, gold: str, meta: Mapping[str, Any]) -> Score:
     """``code_tests``: the last fenced code block plus the gold test program run in the sandbox."""
-    from .tools.sandbox import run_python
+    from ..tools.sandbox import run_python
 
     code = extract_code(output)
     if code is None:
         return Score(False, None, "no fenced code block found")
-    program = f"{meta.get('prefix', '')}{code}\n\n{gold}\n"
+    prefix = str(meta.get("prompt") or "")  # HumanEval: the prompt's imports and signature come first
+    program = f"{prefix.rstrip()}\n\n{code}\n\n{gold}\n" if prefix else f"{code}\n\n{gold}\n"
     result = run_python(program, timeout_s=float(meta.get("timeout_s", 10.0)), memory_mb=int(meta.get("memory_mb", 1024)))
     detail = "" if result.ok else (result.reason + ": " + result.stderr.strip().splitlines()[-1:][0]
                                    if result.stderr.strip() else result.reason)
@@ -288,7 +296,7 @@ METRICS: dict[str, Metric] = {
     for m in (
         Metric("boxed_math", "last \\boxed{} vs gold, math normalisation and exact numeric equality",
                score_boxed_math, ("math", "reasoning")),
-        Metric("choice_letter", "letter A-E from the last \\boxed{} or 'the answer is X'; none found: incorrect",
+        Metric("choice_letter", "letter A-J from the last \\boxed{} or 'the answer is X'; none found: incorrect",
                score_choice_letter, ("choice",)),
         Metric("code_tests", "last fenced Python block + the gold tests, run in the sandbox; passes: correct",
                score_code_tests, ("code",)),
@@ -304,12 +312,10 @@ DEFAULT_METRIC_FOR_TASK: dict[str, str] = {
 }
 
 
-def get_metric(name: str, registry: Any = None) -> Metric:
-    """The registered metric ``name`` (default registry: the process-wide one)."""
-    from .errors import RecmasError
-    from .registry import get_registry
+def get_metric(name: str, registry: Any) -> Metric:
+    """The metric ``name`` registered in ``registry``."""
+    from ..errors import RecmasError
 
-    registry = registry or get_registry()
     metric = registry.metrics.get(name)
     if metric is None:
         raise RecmasError(f"unknown metric {name!r}", culprit="metric",

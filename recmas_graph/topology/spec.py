@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import SpecError
+from ..errors import SpecError
 
 __all__ = [
     "LinkSpec",
@@ -84,7 +85,11 @@ class AgentSpec(_Strict):
     )
     inner_link: LinkSpec = Field(default_factory=_default_inner)
     device: str | None = Field(default=None, description="Placement, e.g. 'cpu' or 'cuda:1'. null: automatic.")
-    dtype: str | None = Field(default=None, description="One of float32, float16, bfloat16. null: automatic.")
+    dtype: str | None = Field(
+        default=None,
+        description="One of float32, float16, bfloat16. null: automatic (float32 on CPU, bfloat16 on a GPU "
+        "that supports it, the checkpoint's own dtype on other GPUs).",
+    )
     tools: list[str] = Field(default_factory=list, description="Registered tools this agent may call while decoding.")
 
     @field_validator("dtype")
@@ -143,14 +148,18 @@ class TopologySpec(_Strict):
         """Agent names in declaration order."""
         return [a.name for a in self.agents]
 
-    def with_overrides(self, *, rounds: int | None = None, latent_steps: int | None = None) -> "TopologySpec":
-        """A copy with ``rounds`` / ``latent_steps`` replaced where given."""
-        update: dict[str, Any] = {}
+    def with_overrides(self, *, rounds: int | None = None, latent_steps: int | None = None,
+                       models: Mapping[str, str] | None = None) -> "TopologySpec":
+        """A copy with ``rounds`` / ``latent_steps`` and the named agents' ``models`` replaced where given."""
+        data = self.model_dump(mode="json")
         if rounds is not None:
-            update["rounds"] = rounds
+            data["rounds"] = rounds
         if latent_steps is not None:
-            update["latent_steps"] = latent_steps
-        return parse_topology({**self.model_dump(mode="json"), **update}, source=self.name)
+            data["latent_steps"] = latent_steps
+        for agent in data["agents"]:
+            if models and agent["name"] in models:
+                agent["model"] = models[agent["name"]]
+        return parse_topology(data, source=self.name)
 
 
 def _describe_location(loc: tuple[Any, ...], data: Any) -> str:

@@ -1,0 +1,32 @@
+"""The public entry points that fall back to the process-wide registry of installed plugins.
+
+Library functions take the registry (the catalog) as an argument; these are the only ones that
+default to :func:`recmas_graph.plugins.default_registry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .plugins.manager import Registry, default_registry
+from .topology.compile import CompiledTopology
+from .topology.spec import TopologySpec
+
+__all__ = ["compile"]
+
+
+def compile(topology: str | Path | TopologySpec | Mapping[str, Any], *,  # noqa: A001 - the LangGraph verb
+            registry: Registry | None = None) -> CompiledTopology:
+    """Validate and schedule a topology: a registered name, a JSON file path, a dict or a spec.
+
+    Loads no weights and imports no torch. Every problem is reported at once in one
+    :class:`~recmas_graph.errors.TopologyError` (or :class:`~recmas_graph.errors.SpecError` for a
+    malformed file). ``registry`` defaults to the installed plugins.
+
+    >>> compiled = compile("sequential_light")
+    >>> [str(p) for p in compiled.schedule(2).passes]
+    ['planner1:latent', 'critic1:latent', 'solver1:latent', 'planner2:latent', 'critic2:latent', 'solver2:decode']
+    """
+    return (registry or default_registry()).compile(topology)

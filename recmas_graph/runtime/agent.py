@@ -1,0 +1,88 @@
+"""An agent: a frozen causal LM with a role, its prompts, its latent rollout and its decoding.
+
+The agent holds no trainable state: its inner link lives in the system's ``inner_links`` and is
+passed in. Several agents may share one :class:`~recmas_graph.runtime.sources.LoadedModel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..tools import TOOL_PROMPT
+from ..topology.roles import Role
+from ..topology.spec import AgentSpec
+from .decoding import DecodeResult, GenerationOptions, decode, eos_token_ids
+from .forward import backbone_of
+from .loss import answer_nll
+from .prompts import PromptBatch, Prompter
+from .rollout import latent_rollout
+from .tooluse import ToolPolicy, decode_with_tools
+
+__all__ = ["Agent"]
+
+
+class Agent:
+    """One agent of a system: its spec, model, role, prompts and tools (``tools``: a :class:`ToolPolicy`)."""
+
+    def __init__(self, spec: AgentSpec, loaded: Any, role: Role, *, tools: ToolPolicy | None = None,
+                 system_prompt: str | None = None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.role = role
+        self.hidden_size: int = loaded.hidden_size
+        self.tools = tools
+        note = TOOL_PROMPT(tools.tools, tools.max_calls) if tools else ""
+        self.prompter = Prompter(loaded, role, system_prompt=system_prompt, note=note)
+        self.backbone = backbone_of(self.model)
+        self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r}, role={self.role.name!r}, model={self.loaded.ref!r})"
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's input embeddings."""
+        return self.loaded.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the model's input embeddings."""
+        return self.loaded.dtype
+
+    # ------------------------------------------------------------------ prompts
+    def render(self, question: str, task: str, filled: Sequence[str], text_slots: Mapping[str, str],
+               senders: Mapping[str, str] | None = None) -> str:
+        """The full prompt text with latent slot markers (see :meth:`Prompter.render`)."""
+        return self.prompter.render(question, task, filled, text_slots, senders)
+
+    def build_prompts(self, questions: Sequence[str], task: str, latent: Mapping[str, torch.Tensor] | None = None,
+                      text: Mapping[str, Sequence[str]] | None = None, senders: Mapping[str, str] | None = None,
+                      order: Sequence[str] | None = None) -> PromptBatch:
+        """Left-padded prompt embeddings with the messages spliced in (see :meth:`Prompter.build`)."""
+        return self.prompter.build(questions, task, latent, text, senders, order)
+
+    # ------------------------------------------------------------------ thinking and answering
+    def think(self, prompt: PromptBatch, steps: int, inner: nn.Module, *, use_cache: bool = True) -> torch.Tensor:
+        """Latent thoughts (B, steps, H) after ``prompt`` (see :func:`~recmas_graph.runtime.rollout.latent_rollout`)."""
+        return latent_rollout(self.backbone, inner, prompt, steps, use_cache=use_cache)
+
+    def decode(self, prompt: PromptBatch, options: GenerationOptions, *, seeds: Sequence[int], stream: int = 0,
+               tool_choice: str = "auto", use_tools: bool = False) -> DecodeResult:
+        """Decode text after ``prompt``; with ``use_tools`` (and tools) through the tool loop."""
+        if use_tools and self.tools:
+            return decode_with_tools(self.model, self.prompter, prompt, options, self.tools, seeds=seeds,
+                                     stream=stream, eos_ids=self.eos_ids, tool_choice=tool_choice)
+        return decode(self.model, self.tokenizer, prompt, options, seeds=seeds, stream=stream, eos_ids=self.eos_ids)
+
+    def answer_loss(self, prompt: PromptBatch, answers: Sequence[str]) -> tuple[torch.Tensor, int]:
+        """Teacher-forced mean NLL of ``answers`` after ``prompt``, and the number of answer tokens."""
+        eos = self.tokenizer.eos_token_id
+        return answer_nll(self.model, self.tokenizer, prompt, answers, eos_id=eos if eos is not None else
+                          (self.eos_ids[0] if self.eos_ids else None))

@@ -1,0 +1,169 @@
+"""Backends: what runs one scheduled pass. The executor walks the waves; a :class:`PassRunner` runs passes.
+
+A pass is fully described by a :class:`PassRequest` (the pass, the run's settings and the messages
+it reads, plain tensors and strings) and answered by a :class:`PassResult` (the messages it sends,
+keyed by edge id, its trace row and, for the decode pass, the answers or the loss). Both are plain
+data, so a runner may execute passes in other processes or on other hosts.
+:class:`InProcessRunner` runs them here, with a system's own agents and links.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from ..topology.schedule import Pass
+from .decoding import GenerationOptions, stream_id
+from .messages import Message
+from .results import TraceRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .system import RecursiveSystem
+
+__all__ = ["RunSettings", "PassRequest", "PassResult", "PassRunner", "InProcessRunner"]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every pass of one run shares: the questions and how to think and decode."""
+
+    questions: tuple[str, ...]
+    task: str = "math"
+    latent_steps: int = 32
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
+    seeds: tuple[int, ...] = ()
+    text_message_tokens: int = 256
+    tool_choice: str = "auto"
+    use_cache: bool = True
+    targets: tuple[str, ...] | None = None  # answer_loss: the answers the decode pass is scored on
+    keep_thoughts: bool = False
+
+
+@dataclass(frozen=True)
+class PassRequest:
+    """One pass to run: the scheduled ``step``, the run's ``settings`` and the ``messages`` it reads
+    (by ``(edge id, source round)``)."""
+
+    step: Pass
+    settings: RunSettings
+    messages: dict[tuple[str, int], Message]
+
+
+@dataclass
+class PassResult:
+    """What a pass produced: ``messages`` by edge id, its trace ``record``; the decode pass adds
+    ``answers`` and ``generated_tokens`` (or ``loss`` when scoring targets)."""
+
+    messages: dict[str, Message]
+    record: TraceRecord
+    answers: list[str] | None = None
+    generated_tokens: list[int] | None = None
+    thoughts: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    loss_tokens: int = 0
+
+
+class PassRunner(Protocol):
+    """A backend: runs the passes of one wave (independent of each other) and returns their results in order."""
+
+    def run_wave(self, requests: Sequence[PassRequest]) -> list[PassResult]:
+        """Run independent passes; the results are in the order of ``requests``."""
+
+
+def _peak_mem(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    # CPU: the process's peak resident set size (Linux reports KiB).
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _in_mode(fn: Any, inference: bool, grad: bool) -> Any:
+    """Run ``fn`` in a worker thread with the caller's autograd mode (it is thread-local)."""
+    def call(*args: Any) -> Any:
+        if inference:
+            with torch.inference_mode():
+                return fn(*args)
+        with torch.set_grad_enabled(grad):
+            return fn(*args)
+    return call
+
+
+class InProcessRunner:
+    """Runs passes in this process with ``system``'s agents and links.
+
+    Passes of one wave that sit on different CUDA devices run at the same time, in threads.
+    """
+
+    def __init__(self, system: "RecursiveSystem") -> None:
+        self.system = system
+
+    def run_wave(self, requests: Sequence[PassRequest]) -> list[PassResult]:
+        """Run the passes of one wave (concurrently when they sit on different GPUs)."""
+        agents = self.system.agents
+        devices = {str(agents[r.step.agent].device) for r in requests}
+        if len(requests) > 1 and len(devices) == len(requests) and all(d.startswith("cuda") for d in devices):
+            work = _in_mode(self.run_pass, torch.is_inference_mode_enabled(), torch.is_grad_enabled())
+            with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+                return list(pool.map(work, requests))
+        return [self.run_pass(r) for r in requests]
+
+    def run_pass(self, request: PassRequest) -> PassResult:
+        """Build the agent's prompt from its inputs, then think, decode or score as the pass requires."""
+        step, s = request.step, request.settings
+        system = self.system
+        agent = system.agents[step.agent]
+        device = agent.device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        latent: dict[str, torch.Tensor] = {}
+        text: dict[str, list[str]] = {}
+        senders: dict[str, str] = {}
+        order: list[str] = []
+        for item in step.inputs:
+            value = request.messages[item.key]
+            senders[item.slot] = item.source
+            order.append(item.slot)
+            if item.medium == "latent":
+                latent[item.slot] = value  # (B, m, H_agent)
+            else:
+                text[item.slot] = list(value)
+        prompt = agent.build_prompts(s.questions, s.task, latent, text, senders, order)
+        messages: dict[str, Message] = {}
+        answers = counts = thoughts = loss = None
+        loss_tokens = generated = 0
+        tool_calls: list[dict[str, Any]] = []
+        if step.decode and s.targets is not None:
+            loss, loss_tokens = agent.answer_loss(prompt, s.targets)
+        elif step.decode:
+            decoded = agent.decode(prompt, s.generation, seeds=s.seeds, stream=stream_id(step.agent, step.round, "decode"),
+                                   tool_choice=s.tool_choice, use_tools=True)
+            answers, counts, tool_calls = decoded.texts, decoded.generated_tokens, decoded.tool_calls
+            generated = sum(counts)
+        if step.latent:
+            thoughts = agent.think(prompt, s.latent_steps, system.inner_links[step.agent], use_cache=s.use_cache)
+            for edge_id in step.outputs:
+                if system.compiled.edge(edge_id).medium == "latent":
+                    messages[edge_id] = system.latent_message(edge_id, thoughts)  # (B, m, H_target)
+        if step.text:
+            options = replace(s.generation, max_new_tokens=s.text_message_tokens, stop=())
+            decoded = agent.decode(prompt, options, seeds=s.seeds, stream=stream_id(step.agent, step.round, "text"))
+            for edge_id in step.outputs:
+                if system.compiled.edge(edge_id).medium == "text":
+                    messages[edge_id] = decoded.texts
+            generated += sum(decoded.generated_tokens)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        record = TraceRecord(
+            agent=step.agent, round=step.round, action=step.action, device=str(device),
+            wall_s=time.perf_counter() - t0, batch_size=len(s.questions), prompt_tokens=prompt.tokens,
+            latent_steps=s.latent_steps if step.latent else 0, generated_tokens=generated,
+            peak_mem_bytes=_peak_mem(device), tool_calls=tool_calls,
+        )
+        return PassResult(messages, record, answers, counts, thoughts if s.keep_thoughts else None, loss, loss_tokens)

@@ -1,0 +1,66 @@
+"""The executor: walk a schedule wave by wave, feeding each pass from the message store.
+
+It knows nothing about models: a :class:`~recmas_graph.runtime.backends.PassRunner` runs the
+passes. Run hooks (``recmas_run_start``, ``recmas_before_pass``, ``recmas_after_pass``,
+``recmas_run_end``) are called here, through pluggy's hook relay.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..topology.schedule import Schedule
+from .backends import PassRequest, PassRunner, RunSettings
+from .messages import MessageStore
+from .results import RunResult
+
+__all__ = ["execute", "NO_HOOKS"]
+
+
+class _NoHooks:
+    """A hook relay whose every hook does nothing (for systems built without plugins)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda **kwargs: []
+
+
+#: The hook relay of a system without plugins.
+NO_HOOKS: Any = _NoHooks()
+
+
+def execute(schedule: Schedule, runner: PassRunner, settings: RunSettings, *, hooks: Any = NO_HOOKS,
+            system: Any = None, keep: bool = False) -> RunResult:
+    """Run ``schedule`` with ``runner``; return the answers (or the loss), the trace and kept messages.
+
+    ``keep`` keeps every message and the thoughts (on the CPU) in the result.
+    """
+    questions = list(settings.questions)
+    store = MessageStore(schedule.consumer_counts(), keep=keep)
+    result = RunResult(questions, [], [], [], 0.0)
+    start = time.perf_counter()
+    hooks.recmas_run_start(system=system, questions=questions)
+    for wave in schedule.waves:
+        requests = [PassRequest(step, settings, store.gather(step.inputs)) for step in wave]
+        for step in wave:
+            hooks.recmas_before_pass(system=system, step=step)
+        outcomes = runner.run_wave(requests)
+        for step, outcome in zip(wave, outcomes, strict=True):
+            for edge_id, message in outcome.messages.items():
+                store.put(edge_id, step.round, message)
+                if isinstance(message, list):
+                    result.texts[(edge_id, step.round)] = list(message)
+                elif keep:
+                    result.messages[(edge_id, step.round)] = message.detach().cpu()
+            store.release(step.inputs)
+            if keep and outcome.thoughts is not None:
+                result.thoughts[(step.agent, step.round)] = outcome.thoughts.detach().cpu()
+            if step.decode:
+                result.answers = outcome.answers or []
+                result.generated_tokens = outcome.generated_tokens or []
+                result.loss = outcome.loss
+            result.trace.append(outcome.record)
+            hooks.recmas_after_pass(system=system, step=step, record=outcome.record.as_dict())
+    result.wall_s = time.perf_counter() - start
+    hooks.recmas_run_end(system=system, result=result)
+    return result

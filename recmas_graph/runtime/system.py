@@ -1,0 +1,302 @@
+"""The system: a compiled topology built into agents and links, as a ``torch.nn.Module``.
+
+Its parameters are exactly the links: ``inner_links`` (an ``nn.ModuleDict`` by agent name) and
+``outer_links`` (by edge id, latent edges only). The frozen LLMs are shared between agents that
+name the same model, never copied, and are not submodules, so ``state_dict()`` holds the links only.
+
+- :meth:`RecursiveSystem.run` answers questions under ``torch.inference_mode()``;
+- :meth:`RecursiveSystem.answer_loss` is the differentiable path: the teacher-forced
+  cross-entropy of the output agent's answer given the latent messages of every round, which
+  back-propagates into every link the schedule uses, round 1 included.
+
+Both walk the same unrolled schedule with the same pass runner (:mod:`.backends`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import RunError
+from ..topology.compile import CompiledTopology
+from ..topology.schedule import Schedule
+from ..topology.spec import TASK_TYPES, TopologySpec
+from .agent import Agent
+from .backends import InProcessRunner, PassRunner, RunSettings
+from .decoding import GenerationOptions
+from .executor import NO_HOOKS, execute
+from .links.build import build_link, check_link_weights, prepare_untrained
+from .links.checkpoints import resolve_weights_path
+from .placement import resolve_placement
+from .results import RunResult
+from .rollout import apply_link
+from .sources.loaded import ModelCache
+from .sources.tiny import tiny_counterpart
+from .tooluse import ToolPolicy
+
+__all__ = ["RecursiveSystem"]
+
+_GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                      "stop")
+
+
+def _generation(generation: GenerationOptions | None, overrides: Mapping[str, Any]) -> GenerationOptions:
+    """``generation`` (default: the reference's) with keyword overrides; ``greedy=True`` turns sampling off."""
+    options = generation or GenerationOptions()
+    changes = dict(overrides)
+    if "greedy" in changes:
+        changes["do_sample"] = not changes.pop("greedy")
+    unknown = sorted(set(changes) - set(_GENERATION_FIELDS))
+    if unknown:
+        raise RunError(f"unknown option(s) {', '.join(unknown)}", culprit="run()",
+                       hint=f"generation options: greedy, {', '.join(_GENERATION_FIELDS)}")
+    return options.replace(**changes) if changes else options
+
+
+class RecursiveSystem(nn.Module):
+    """A built RecursiveMAS system: agents, their inner links, the outer links of latent edges, a schedule.
+
+    Build one with :meth:`build` (or ``compiled.build(...)``). ``runner`` runs the passes (the
+    in-process backend by default).
+    """
+
+    def __init__(self, compiled: CompiledTopology, agents: Mapping[str, Agent], inner_links: Mapping[str, nn.Module],
+                 outer_links: Mapping[str, nn.Module], *, hooks: Any = None) -> None:
+        super().__init__()
+        self.compiled = compiled
+        self.agents: dict[str, Agent] = dict(agents)  # plain objects: the frozen LLMs are not submodules
+        self.inner_links = nn.ModuleDict(dict(inner_links))
+        self.outer_links = nn.ModuleDict(dict(outer_links))
+        self.hooks = hooks if hooks is not None else NO_HOOKS
+        self.runner: PassRunner = InProcessRunner(self)
+
+    @property
+    def spec(self) -> TopologySpec:
+        """The topology this system runs."""
+        return self.compiled.spec
+
+    def extra_repr(self) -> str:
+        models = ", ".join(f"{n}={a.loaded.ref}" for n, a in self.agents.items())
+        return f"name={self.spec.name!r}, agents: {models}"
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(
+        cls,
+        compiled: CompiledTopology,
+        *,
+        models: str | None = None,
+        model: Mapping[str, str] | None = None,
+        device: str | Mapping[str, str] | None = None,
+        dtype: str | None = None,
+        seed: int = 0,
+        model_cache: ModelCache | None = None,
+        on_model: Callable[[str, str], None] | None = None,
+    ) -> "RecursiveSystem":
+        """Load the models of ``compiled`` (each distinct one once) and build its links.
+
+        ``models="tiny"`` gives every agent the tiny random model of its own family; ``model``
+        maps agent -> model reference (it wins over ``models``); ``device`` is one device for all
+        or a map agent -> device; ``dtype`` applies to agents whose spec sets none (``None``:
+        automatic, float32 on CPU); ``seed`` fixes the random initialisation of links without
+        weights; ``on_model(agent, ref)`` reports progress. Link weight files and their shapes are
+        checked before any model loads (when the model sources can tell the hidden sizes).
+        """
+        if models not in (None, "tiny"):
+            raise RunError(f"unknown models value {models!r}", culprit="--models",
+                           hint="use models='tiny' (--models tiny), or model={AGENT: REF} (--model AGENT=REF)")
+        overrides = dict(model or {})
+        unknown = sorted(set(overrides) - set(compiled.spec.agent_names))
+        if unknown:
+            raise RunError(f"unknown agent(s) {', '.join(map(repr, unknown))} in model overrides", culprit="--model",
+                           hint=f"use AGENT=REF with one of: {', '.join(compiled.spec.agent_names)}")
+        if models == "tiny":
+            overrides = {a.name: overrides.get(a.name) or tiny_counterpart(a.model) for a in compiled.spec.agents}
+        compiled = compiled.with_overrides(models=overrides)
+        spec, catalog, base = compiled.spec, compiled.catalog, compiled.base_dir
+        placement = resolve_placement(spec, device)
+        _check_weight_files(spec, base)  # before minutes of model loading
+        hidden = _known_hidden_sizes(spec, catalog)
+        if hidden is not None:
+            check_link_weights(spec, hidden, base, link_types=catalog.link_types)
+        cache = model_cache if model_cache is not None else ModelCache(catalog.model_sources)
+        loaded: dict[str, Any] = {}
+        for agent in spec.agents:
+            if on_model is not None:
+                on_model(agent.name, agent.model)
+            loaded[agent.name] = cache.get(agent.model, device=placement[agent.name], dtype=agent.dtype or dtype,
+                                           sources=catalog.model_sources)
+        if hidden is None:
+            check_link_weights(spec, {n: lm.hidden_size for n, lm in loaded.items()}, base, link_types=catalog.link_types)
+        inner: dict[str, nn.Module] = {}
+        outer: dict[str, nn.Module] = {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for a in spec.agents:
+                lm = loaded[a.name]
+                link = build_link(a.inner_link, lm.hidden_size, lm.hidden_size, link_types=catalog.link_types,
+                                  base_dir=base, where=f"agent {a.name!r} inner_link")
+                if a.inner_link.weights is None:
+                    prepare_untrained(link, lm, lm, outer=False)
+                inner[a.name] = link.to(lm.device)
+            for edge_id, edge in compiled.edges.items():
+                if edge.medium != "latent":
+                    continue
+                src, dst = loaded[edge.source], loaded[edge.target]
+                link = build_link(edge.link, src.hidden_size, dst.hidden_size, link_types=catalog.link_types,
+                                  base_dir=base, where=f"edge {edge.label}")
+                if edge.link.weights is None:
+                    prepare_untrained(link, src, dst, outer=True)
+                outer[edge_id] = link.to(dst.device)
+        agents = {}
+        for a in spec.agents:
+            tools = ToolPolicy({n: catalog.tools[n] for n in a.tools}) if a.tools else None
+            agents[a.name] = Agent(a, loaded[a.name], catalog.roles[a.role], tools=tools)
+        system = cls(compiled, agents, inner, outer, hooks=getattr(catalog, "hooks", None))
+        for agent in agents.values():
+            system.hooks.recmas_agent_built(agent=agent)
+        return system
+
+    # ------------------------------------------------------------------ messages
+    def plan(self, rounds: int | None = None) -> Schedule:
+        """The pruned unrolled schedule (same as ``recmas plan``)."""
+        return self.compiled.schedule(rounds)
+
+    def latent_message(self, edge_id: str, thoughts: torch.Tensor) -> torch.Tensor:
+        """Message on a latent edge: outer(inner_source(H)), cast to the target's device and dtype.
+
+        (B, m, H_src) -> (B, m, H_dst).
+        """
+        edge = self.compiled.edge(edge_id)
+        target = self.agents[edge.target]
+        inner = apply_link(self.inner_links[edge.source], thoughts)  # (B, m, H_src) -> (B, m, H_src)
+        msg = apply_link(self.outer_links[edge_id], inner)  # (B, m, H_src) -> (B, m, H_dst)
+        return msg.to(device=target.device, dtype=target.dtype)
+
+    # ------------------------------------------------------------------ running
+    def _settings(self, questions: Sequence[str], *, task: str, latent_steps: int | None, generation: GenerationOptions,
+                  seed: int | None, seeds: Sequence[int] | None, text_message_tokens: int, tool_choice: str,
+                  use_cache: bool, targets: Sequence[str] | None = None, keep: bool = False) -> RunSettings:
+        if isinstance(questions, str):
+            raise RunError("questions must be a list of strings, got one string", culprit="questions",
+                           hint='wrap it in a list: run(["What is 2 + 3?"])')
+        if not questions:
+            raise RunError("no questions given", culprit="questions", hint="pass at least one question")
+        if task not in TASK_TYPES:
+            raise RunError(f"unknown task type {task!r}", culprit="task", hint=f"use one of {', '.join(TASK_TYPES)}")
+        if tool_choice not in ("auto", "required"):
+            raise RunError(f"unknown tool_choice {tool_choice!r}", culprit="tool_choice", hint='use "auto" or "required"')
+        m = self.spec.latent_steps if latent_steps is None else latent_steps
+        if m < 0:
+            raise RunError(f"latent_steps must be >= 0, got {m}", culprit="latent_steps")
+        if seeds is None:
+            seeds = [(seed or 0) + i for i in range(len(questions))]
+        if len(seeds) != len(questions):
+            raise RunError(f"{len(seeds)} seeds for {len(questions)} questions", culprit="seeds",
+                           hint="give one seed per question")
+        if targets is not None and len(targets) != len(questions):
+            raise RunError(f"{len(targets)} answers for {len(questions)} questions", culprit="answers",
+                           hint="give one answer per question")
+        return RunSettings(tuple(str(q) for q in questions), task, m, generation, tuple(int(s) for s in seeds),
+                           text_message_tokens, tool_choice, use_cache,
+                           tuple(str(t) for t in targets) if targets is not None else None, keep)
+
+    def run(
+        self,
+        questions: Sequence[str],
+        *,
+        task: str = "math",
+        rounds: int | None = None,
+        latent_steps: int | None = None,
+        generation: GenerationOptions | None = None,
+        seed: int | None = 0,
+        seeds: Sequence[int] | None = None,
+        text_message_tokens: int = 256,
+        keep_messages: bool = False,
+        use_cache: bool = True,
+        tool_choice: str = "auto",
+        **generation_options: Any,
+    ) -> RunResult:
+        """Answer a batch of questions by running the schedule wave by wave (no autograd).
+
+        Decoding: ``generation`` (default: the reference's sampling settings) with keyword
+        overrides such as ``greedy=True``, ``max_new_tokens=64``, ``top_k=20``. Question ``i``
+        samples with seed ``seeds[i]`` (default ``seed + i``), so an answer does not depend on its
+        batch-mates. ``keep_messages`` keeps every latent message and the thoughts in the result.
+        ``tool_choice="required"`` opens a call of the output agent's first tool at the start of
+        its answer.
+        """
+        options = _generation(generation, generation_options)
+        settings = self._settings(questions, task=task, latent_steps=latent_steps, generation=options, seed=seed,
+                                  seeds=seeds, text_message_tokens=text_message_tokens, tool_choice=tool_choice,
+                                  use_cache=use_cache, keep=keep_messages)
+        schedule = self.plan(rounds)
+        with torch.inference_mode():
+            return execute(schedule, self.runner, settings, hooks=self.hooks, system=self, keep=keep_messages)
+
+    def answer_loss(
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        *,
+        task: str = "math",
+        rounds: int | None = None,
+        latent_steps: int | None = None,
+        seed: int | None = 0,
+        text_message_tokens: int = 256,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Teacher-forced cross-entropy (mean per answer token) of the output agent's ``answers``.
+
+        The schedule runs with autograd: every latent message of every round is computed from the
+        links, so ``loss.backward()`` reaches every outer link and every inner link the schedule
+        uses. Text messages (text edges) are decoded greedily and carry no gradient.
+        """
+        settings = self._settings(questions, task=task, latent_steps=latent_steps,
+                                  generation=GenerationOptions(do_sample=False), seed=seed, seeds=None,
+                                  text_message_tokens=text_message_tokens, tool_choice="auto", use_cache=use_cache,
+                                  targets=answers)
+        with torch.enable_grad():
+            result = execute(self.plan(rounds), self.runner, settings, system=self)
+        assert result.loss is not None  # the decode pass scores the targets
+        return result.loss
+
+
+def _check_weight_files(spec: TopologySpec, base: Any) -> None:
+    """Every weights file named by the spec exists (checked before any model loads)."""
+    missing = []
+    for agent in spec.agents:
+        if agent.inner_link.weights is not None:
+            path = resolve_weights_path(agent.inner_link.weights, base)
+            if not path.exists():
+                missing.append(f"agent {agent.name!r} inner_link: {path}")
+    for edge in spec.edges:
+        if edge.medium == "latent" and edge.link.weights is not None:
+            path = resolve_weights_path(edge.link.weights, base)
+            if not path.exists():
+                missing.append(f"edge {edge.label}: {path}")
+    if missing:
+        raise RunError("link weights file(s) not found:\n  " + "\n  ".join(missing), culprit=spec.name,
+                       hint="fix the \"weights\" paths (relative paths are relative to the topology file), "
+                            "or set them to null for random initialisation")
+
+
+def _known_hidden_sizes(spec: TopologySpec, catalog: Any) -> dict[str, int] | None:
+    """Every agent's hidden size from its model source without loading weights, or ``None`` when a
+    source cannot tell (then the sizes are read from the loaded models). Only asked when some link
+    has weights to check."""
+    if not any(a.inner_link.weights for a in spec.agents) and not any(
+            e.link.weights and e.medium == "latent" for e in spec.edges):
+        return {}
+    from ..topology.catalog import resolve_model_source
+
+    sizes: dict[str, int] = {}
+    for agent in spec.agents:
+        size = resolve_model_source(agent.model, catalog.model_sources).hidden_size_of(agent.model)
+        if size is None:
+            return None
+        sizes[agent.name] = int(size)
+    return sizes
