@@ -15,8 +15,7 @@ Runtime names are imported on first use.
 
 from __future__ import annotations
 
-from typing import Any
-
+from ._lazy import lazy_exports
 from .api import compile
 from .errors import LinkError, ModelSourceError, PluginError, RecmasError, RunError, SpecError, TopologyError
 from .plugins import Registry, default_registry, hookimpl
@@ -46,11 +45,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import runtime names on first use, so that compiling and rendering work without torch."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'recmas_graph' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

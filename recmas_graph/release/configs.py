@@ -9,13 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .folders import norm_name
-from .styles import (
-    FORMAT_VERSIONS,
-    INNER_ADAPTER_TYPES,
-    ReleaseError,
-    ReleaseStyle,
-    get_style,
-)
+from .styles import FORMAT_VERSIONS, INNER_ADAPTER_TYPES, ReleaseError, ReleaseStyle, get_style
 
 __all__ = ["OuterLinkEntry", "read_outerlink_config", "read_innerlink_config", "inner_adapter_type"]
 

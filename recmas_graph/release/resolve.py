@@ -10,14 +10,7 @@ from ..plugins.manager import Registry, default_registry
 from ..topology.catalog import resolve_model_source
 from .configs import inner_adapter_type, read_innerlink_config, read_outerlink_config
 from .folders import find_release_folder, norm_name, subfolders_hint
-from .styles import (
-    HF_ORG,
-    OUTER_ADAPTER_TYPES,
-    RELEASE_TASKS,
-    ReleaseError,
-    ReleaseStyle,
-    get_style,
-)
+from .styles import HF_ORG, OUTER_ADAPTER_TYPES, RELEASE_TASKS, ReleaseError, ReleaseStyle, get_style
 
 __all__ = ["ResolvedAgent", "ResolvedEdge", "ResolvedRelease", "resolve_release"]
 

@@ -5,7 +5,7 @@ executor. Names are imported on first use, so ``import recmas_graph.runtime`` co
 
 from __future__ import annotations
 
-from typing import Any
+from .._lazy import lazy_exports
 
 __all__ = [
     "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "GenerationOptions", "PromptBatch",
@@ -22,11 +22,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import runtime names on first use (they pull in torch and transformers)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

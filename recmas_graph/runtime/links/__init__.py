@@ -6,8 +6,7 @@ by import path, so this package imports without torch.
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..._lazy import lazy_exports
 from ...topology.catalog import LinkType
 
 __all__ = ["BUILTIN_LINK_TYPES", "InnerLnRes", "OuterLnRes", "IdentityLink", "build_link", "construct_link",
@@ -32,10 +31,4 @@ _LAZY = {"InnerLnRes": "modules", "OuterLnRes": "modules", "IdentityLink": "modu
          "load_link_weights": "checkpoints"}
 
 
-def __getattr__(name: str) -> Any:
-    """Import the torch-dependent names on first use."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

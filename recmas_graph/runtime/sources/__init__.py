@@ -7,8 +7,7 @@ package imports without torch. The loading machinery is in :mod:`.loaded`.
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..._lazy import lazy_exports
 from ...topology.catalog import ModelSource
 
 __all__ = ["BUILTIN_SOURCES", "LoadedModel", "ModelCache", "load_model", "hidden_size_of", "resolve_dtype",
@@ -31,10 +30,4 @@ _LAZY = {"LoadedModel": "loaded", "ModelCache": "loaded", "load_model": "loaded"
          "resolve_dtype": "loaded", "auto_dtype": "loaded", "tiny_counterpart": "tiny"}
 
 
-def __getattr__(name: str) -> Any:
-    """Import the torch-dependent names on first use."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
