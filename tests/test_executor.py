@@ -27,6 +27,7 @@ from recmas_graph.runtime.placement import resolve_placement
 from recmas_graph.runtime.sources.loaded import ModelCache
 from recmas_graph.runtime.sources.tiny import tiny_counterpart
 from recmas_graph.runtime.system import RecursiveSystem
+from recmas_graph.topology.roles import slot_marker
 from recmas_graph.topology.spec import parse_topology
 
 GREEDY = GenerationOptions(max_new_tokens=6, do_sample=False)
@@ -172,9 +173,9 @@ def test_round_two_pass_receives_the_round_one_message(cache: ModelCache, regist
     assert (same.thoughts - moved.thoughts).abs().max() > 1e-3
     # the prompt the pass was given: the role text with the feedback section, the message spliced in
     planner = system.agents["planner"]
-    rendered = planner.render("What is 6 * 7?", "math", ["feedback"], {}, {"feedback": "solver"})
-    before, after = rendered.split("<<RECMAS_SLOT:feedback>>")
-    assert "Feedback from the team's previous attempt:" in before
+    rendered = planner.render("What is 6 * 7?", "math", ["feedback"], {}, {"feedback": "solver"}, round=2)
+    before, after = rendered.split(slot_marker("feedback"))
+    assert "This is round 2." in before and "Feedback signal from the previous solver round:" in before
     tok, embed = planner.tokenizer, planner.model.get_input_embeddings()
     by_hand = torch.cat([embed(tok(before, add_special_tokens=False, return_tensors="pt").input_ids[0]), feedback[0],
                          embed(tok(after, add_special_tokens=False, return_tensors="pt").input_ids[0])])
@@ -493,7 +494,7 @@ def test_toolcaller_decodes_through_the_tool_loop(registry, monkeypatch) -> None
     """The toolcaller's answer goes through the tool loop; its calls land in the trace."""
     import recmas_graph.runtime.tooluse as tooluse
 
-    system = _build("deliberation", registry)
+    system = _build("deliberation_mini", registry)  # our roles: our tool protocol
     assert system.agents["toolcaller"].tools is not None and system.agents["reflector"].tools is None
     replies = iter(["```python\nprint(6 * 7)\n```\n", "so \\boxed{42}"])
     seen: list[str] = []
@@ -511,6 +512,58 @@ def test_toolcaller_decodes_through_the_tool_loop(registry, monkeypatch) -> None
     assert seen[1].endswith("```output\n42\n```\n")  # the model continued after seeing the result
     assert result.generated_tokens == [6]
     assert "You can call tools" in system.agents["toolcaller"].render("Q", "math", [], {})
+
+
+def test_reference_deliberation_uses_the_official_tool_protocol(registry, monkeypatch, tmp_path) -> None:
+    """<python> / <search> calls, answered in <result> tags; the tool notes are the system prompt."""
+    import recmas_graph.runtime.tooluse as tooluse
+    from recmas_graph.plugins.reference_roles import DELIBERATION_SYSTEM_PROMPT
+    from recmas_graph.tools.retrieve import COLLECTION_ENV
+
+    pytest.importorskip("bm25s")
+    corpus = tmp_path / "wiki.jsonl"
+    corpus.write_text(json.dumps({"id": "w1", "title": "Paris", "text": "Paris is the capital of France."}) + "\n"
+                      + json.dumps({"id": "w2", "title": "Rome", "text": "Rome is the capital of Italy."}) + "\n")
+    monkeypatch.setenv(COLLECTION_ENV, str(corpus))
+    system = _build("deliberation", registry)
+    toolcaller = system.agents["toolcaller"]
+    assert toolcaller.prompter.system_prompt == DELIBERATION_SYSTEM_PROMPT
+    assert "You can call tools" not in toolcaller.render("Q", "math", [], {})  # no note of ours
+    replies = iter(["I compute <python>print(6 * 7)</python>", "then search <search>capital of France</search>",
+                    "so \\boxed{42}"])
+    seen: list[tuple[str, tuple]] = []
+
+    def fake_continue(model, prompter, prompt, continuation, options, **kwargs):
+        seen.append((continuation, options.stop))
+        return next(replies), 2
+
+    monkeypatch.setattr(tooluse, "continue_text", fake_continue)
+    result = system.run(["What is 6 * 7?"], rounds=1, latent_steps=2, generation=GREEDY)
+    answer = result.answers[0]
+    assert "<python>print(6 * 7)</python> <result> 42 </result>" in answer
+    assert "<search>capital of France</search> <result> Query: capital of France\nResults:\n[1] Paris\nURL: w1\n" \
+           "Paris is the capital of France." in answer
+    assert answer.endswith("\\boxed{42}") and "</python>" in seen[0][1] and "</search>" in seen[0][1]
+    calls = result.trace[-1].tool_calls
+    assert [c["name"] for c in calls] == ["python", "retrieve"]
+
+
+def test_reference_protocol_stops_after_five_calls() -> None:
+    from recmas_graph.tools import PythonTool, run_tool_loop
+    from recmas_graph.tools.protocols import REFERENCE
+
+    transcript = run_tool_loop(lambda text, stop: "<python>print(1)</python>", [PythonTool()], protocol=REFERENCE)
+    assert len(transcript.calls) == 5 and transcript.stopped == "max_calls"
+    assert transcript.text.endswith(" <result> [tool limit reached after 5 calls] </result>")
+    long = REFERENCE.format_result(REFERENCE.find_call("<python>x</python>", 0, {"python"}),
+                                   rg_tool_result("a" * 7000 + "</result>"))
+    assert long.startswith(" <result> " + "a" * 6000 + "\n... [truncated 1010 chars]") and "</result>" not in long[:-10]
+
+
+def rg_tool_result(stdout: str):
+    from recmas_graph.tools import ToolResult
+
+    return ToolResult(True, stdout, details={"stdout": stdout, "stderr": "", "exit_code": 0})
 
 
 @pytest.mark.real

@@ -310,7 +310,7 @@ def test_deliberation_agents_share_one_model_unless_asked_not_to(releases, views
     reflector, toolcaller = spec.agent("reflector"), spec.agent("toolcaller")
     assert reflector.model == toolcaller.model
     assert reflector.inner_link.weights != toolcaller.inner_link.weights  # each keeps its own inner link
-    assert toolcaller.tools == ["python"]
+    assert toolcaller.tools == ["python", "retrieve"]
     apart = import_release("deliberation", root, views_dir=views, share_models=False, registry=registry)
     assert apart.agent("reflector").model != apart.agent("toolcaller").model
 

@@ -104,7 +104,7 @@ def test_output_is_deterministic() -> None:
 def test_dot_nodes_show_name_role_model_and_highlight_output() -> None:
     dot = to_dot(read_topology_file(ROOT / "topologies" / "sequential_light.json"))
     (planner,) = _dot_lines(dot, "planner [")
-    assert r'label="planner\nrole: planner\nmodel: Qwen/Qwen3-1.7B"' in planner
+    assert r'label="planner\nrole: reference:planner\nmodel: Qwen/Qwen3-1.7B"' in planner
     assert "peripheries" not in planner
     (solver,) = _dot_lines(dot, "solver [")
     assert "solver (output)" in solver

@@ -73,17 +73,17 @@ def run_command(
     models: Annotated[Optional[str], typer.Option("--models", help="'tiny': every agent gets the tiny random model of its own family.")] = None,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Override one agent's model: AGENT=REF (repeatable).")] = None,
     rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="Recursion rounds (default: the topology's).")] = None,
-    latent_steps: Annotated[Optional[int], typer.Option("--latent-steps", min=0, help="Latent steps per pass.")] = None,
+    latent_steps: Annotated[Optional[int], typer.Option("--latent-steps", min=0, help="Latent steps per pass (default: the topology's settings for --task, else its latent_steps).")] = None,
     device: Annotated[Optional[list[str]], typer.Option("--device", help="'cpu', 'cuda', 'cuda:1', 'auto', or AGENT=DEVICE (repeatable).")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: each agent's spec dtype, else automatic: float32 on CPU, bfloat16 on a GPU that has it).")] = None,
-    task: Annotated[str, typer.Option("--task", help=f"Task type for the prompts: {', '.join(TASK_TYPES)}.")] = "math",
+    task: Annotated[str, typer.Option("--task", help=f"Task type: picks the prompts and the topology's settings ({', '.join(TASK_TYPES)}).")] = "math",
     seed: Annotated[int, typer.Option("--seed", help="Seed for link initialisation and sampling.")] = 0,
     greedy: Annotated[bool, typer.Option("--greedy", help="Greedy decoding instead of sampling.")] = False,
-    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 0.6,
-    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling threshold.")] = 0.95,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", min=0, help="Sampling temperature (default: the topology's settings, else 0.6).")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling threshold (default: the topology's settings, else 0.95).")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", min=0, help="Top-k filtering (default: the model's generation config; 0: off).")] = None,
     min_p: Annotated[Optional[float], typer.Option("--min-p", help="Min-p filtering (default: the model's generation config).")] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Answer length limit in tokens.")] = 256,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Answer length limit in tokens (default: the topology's settings, else 256).")] = None,
     tool_choice: Annotated[str, typer.Option("--tool-choice", help="'auto': the model decides; 'required': the output agent's answer opens with a call of its first tool.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Questions per batch.")] = 8,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Write one JSON line per (batch, agent, round) pass.")] = None,
@@ -104,8 +104,13 @@ def run_command(
         item["id"] = item["id"] or str(index)
     if not items:
         raise RunError("no question given", culprit="recmas run", hint="pass --question TEXT or --questions FILE.jsonl")
-    generation = GenerationOptions(max_new_tokens=max_new_tokens, do_sample=not greedy, temperature=temperature,
-                                   top_p=top_p, top_k=top_k, min_p=min_p)
+    given = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+             "min_p": min_p}
+    decoding = {k: v for k, v in given.items() if v is not None}
+    if greedy:
+        decoding["greedy"] = True
+    if "temperature" in decoding or "top_p" in decoding:
+        GenerationOptions(**{k: v for k, v in decoding.items() if k in ("temperature", "top_p")})  # checked now
     trace_file = JsonLines(trace, "--trace")  # checked now, created on the first line
     out_file = JsonLines(output, "--output")
     answered = 0
@@ -126,8 +131,8 @@ def run_command(
             for b, batch in enumerate(batches):
                 try:
                     result = system.run([it["question"] for it in batch], task=task, rounds=rounds,
-                                        latent_steps=latent_steps, generation=generation,
-                                        seeds=[seed + answered + i for i in range(len(batch))], tool_choice=tool_choice)
+                                        latent_steps=latent_steps, seeds=[seed + answered + i for i in range(len(batch))],
+                                        tool_choice=tool_choice, **decoding)
                 except (RecmasError, KeyboardInterrupt):
                     raise
                 except Exception as err:

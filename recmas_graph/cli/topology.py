@@ -21,7 +21,7 @@ from ..topology.compile import CompiledTopology
 from ..topology.render import FORMATS
 from ..topology.render import render as render_file
 from ..topology.schedule import Pass, Schedule
-from ..topology.spec import topology_json_schema
+from ..topology.spec import TASK_TYPES, topology_json_schema
 from . import app, console
 
 __all__ = ["list_topologies", "validate", "plan", "render", "schema"]
@@ -171,6 +171,10 @@ def plan(
         bool, typer.Option("--json", help="Print the schedule as JSON records: wave, agent, round, action, the "
                            "inputs (edge, slot, source, round, medium) and the output edges.")
     ] = False,
+    task: Annotated[
+        str, typer.Option("--task", help="Show the run settings the topology has for this task type "
+                          f"({', '.join(TASK_TYPES)}) or dataset name.")
+    ] = "math",
 ) -> None:
     """Print the unrolled schedule as a table of waves (or JSON records)."""
     compiled = _load(topology)
@@ -179,6 +183,20 @@ def plan(
         _print_json(schedule.as_records())
         return
     console.print(_schedule_table(schedule, compiled.spec.name))
+    console.print(Text(_settings_text(compiled, task), style="dim"), soft_wrap=False)
+
+
+def _settings_text(compiled: CompiledTopology, task: str) -> str:
+    """One line: the settings a run of ``task`` gets (latent steps, then the decoding the topology sets)."""
+    spec = compiled.spec
+    found = spec.settings_for(task) if task in TASK_TYPES else spec.settings.get(task)
+    if found is None:
+        return f"no settings for {task!r} in the topology: latent steps {spec.latent_steps} (its default)"
+    values = found.model_dump(exclude_none=True)
+    m = values.pop("latent_steps", spec.latent_steps)
+    words = [f"{k.replace('_', ' ')} {v}" for k, v in values.items()]
+    return f"settings for {task}: latent steps {m}" + (f", {', '.join(words)}" if words else "") + \
+        " (options given to run win)"
 
 
 _RENDER_HELP = (

@@ -1,4 +1,5 @@
-"""The built-in plugin: recmas_graph's own roles, link types, topologies, model sources and tools.
+"""The built-in plugin: recmas_graph's own roles and the official ``reference:*`` roles, link types,
+topologies, model sources and tools.
 
 It uses exactly the hooks a third-party plugin uses; factories and loaders are import paths, so
 registering them imports no torch. (The evaluation built-ins, datasets and metrics, are registered
@@ -14,6 +15,7 @@ from ..topology.catalog import LinkType, ModelSource
 from ..topology.roles import Role
 from .builtin_roles import BUILTIN_ROLES
 from .hookspecs import hookimpl
+from .reference_roles import REFERENCE_ROLES
 
 __all__ = ["topologies_dir"]
 
@@ -28,7 +30,7 @@ def topologies_dir() -> Path:
 
 @hookimpl
 def recmas_roles() -> list[Role]:
-    return list(BUILTIN_ROLES.values())
+    return [*BUILTIN_ROLES.values(), *REFERENCE_ROLES.values()]
 
 
 @hookimpl

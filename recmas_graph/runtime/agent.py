@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..tools import TOOL_PROMPT
 from ..topology.roles import Role
 from ..topology.spec import AgentSpec
 from .decoding import DecodeResult, GenerationOptions, decode, eos_token_ids
@@ -20,6 +19,7 @@ from .forward import backbone_of
 from .loss import answer_nll
 from .prompts import PromptBatch, Prompter
 from .rollout import latent_rollout
+from .texts import tool_note
 from .tooluse import ToolPolicy, decode_with_tools
 
 __all__ = ["Agent"]
@@ -38,7 +38,7 @@ class Agent:
         self.role = role
         self.hidden_size: int = loaded.hidden_size
         self.tools = tools
-        note = TOOL_PROMPT(tools.tools, tools.max_calls) if tools else ""
+        note = tool_note(role, tools.tools, tools.max_calls) if tools else ""
         self.prompter = Prompter(loaded, role, system_prompt=system_prompt, note=note)
         self.backbone = backbone_of(self.model)
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
@@ -58,15 +58,17 @@ class Agent:
 
     # ------------------------------------------------------------------ prompts
     def render(self, question: str, task: str, filled: Sequence[str], text_slots: Mapping[str, str],
-               senders: Mapping[str, str] | None = None) -> str:
+               senders: Mapping[str, str] | None = None, *, round: int = 1, rounds: int | None = None) -> str:  # noqa: A002
         """The full prompt text with latent slot markers (see :meth:`Prompter.render`)."""
-        return self.prompter.render(question, task, filled, text_slots, senders)
+        return self.prompter.render(question, task, filled, text_slots, senders, round=round, rounds=rounds)
 
     def build_prompts(self, questions: Sequence[str], task: str, latent: Mapping[str, torch.Tensor] | None = None,
                       text: Mapping[str, Sequence[str]] | None = None, senders: Mapping[str, str] | None = None,
-                      order: Sequence[str] | None = None) -> PromptBatch:
+                      order: Sequence[str] | None = None, *, round: int = 1,  # noqa: A002
+                      rounds: int | None = None, fields: Sequence[Mapping[str, str]] | None = None) -> PromptBatch:
         """Left-padded prompt embeddings with the messages spliced in (see :meth:`Prompter.build`)."""
-        return self.prompter.build(questions, task, latent, text, senders, order)
+        return self.prompter.build(questions, task, latent, text, senders, order, round=round, rounds=rounds,
+                                   fields=fields)
 
     # ------------------------------------------------------------------ thinking and answering
     def think(self, prompt: PromptBatch, steps: int, inner: nn.Module, *, use_cache: bool = True) -> torch.Tensor:

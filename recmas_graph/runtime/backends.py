@@ -43,6 +43,8 @@ class RunSettings:
     use_cache: bool = True
     targets: tuple[str, ...] | None = None  # answer_loss: the answers the decode pass is scored on
     keep_thoughts: bool = False
+    rounds: int = 1
+    fields: tuple[dict[str, str], ...] = ()  # each question's own template fields (fn_name)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,8 @@ class InProcessRunner:
                 latent[item.slot] = value  # (B, m, H_agent)
             else:
                 text[item.slot] = list(value)
-        prompt = agent.build_prompts(s.questions, s.task, latent, text, senders, order)
+        prompt = agent.build_prompts(s.questions, s.task, latent, text, senders, order, round=step.round,
+                                     rounds=s.rounds, fields=s.fields or None)
         messages: dict[str, Message] = {}
         answers = counts = thoughts = loss = None
         loss_tokens = generated = 0

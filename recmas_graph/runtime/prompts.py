@@ -72,19 +72,23 @@ class Prompter:
         self.system_prompt = system_prompt or role.system or DEFAULT_SYSTEM_PROMPT
         self.note = note
 
-    def user_text(self, question: str, task: str, filled: Sequence[str], senders: Mapping[str, str] | None = None) -> str:
+    def user_text(self, question: str, task: str, filled: Sequence[str], senders: Mapping[str, str] | None = None,
+                  *, round: int = 1, rounds: int | None = None,  # noqa: A002
+                  fields: Mapping[str, str] | None = None) -> str:
         """The user message with a marker per filled slot (before the chat template)."""
-        user = self.role.render_user(question, task, list(filled), dict(senders or {}))
+        user = self.role.render_user(question, task, list(filled), dict(senders or {}), round=round, rounds=rounds,
+                                     fields=fields)
         return f"{user}\n\n{self.note}" if self.note else user
 
     def render(self, question: str, task: str, filled: Sequence[str], text_slots: Mapping[str, str],
-               senders: Mapping[str, str] | None = None) -> str:
+               senders: Mapping[str, str] | None = None, *, round: int = 1, rounds: int | None = None,  # noqa: A002
+               fields: Mapping[str, str] | None = None) -> str:
         """The full prompt text: chat template (or the plain format), latent slot markers left in.
 
         ``filled`` lists the slots that receive a message, in edge order; those in ``text_slots``
         get their text inline, the others keep a marker to splice at.
         """
-        user = self.user_text(question, task, filled, senders)
+        user = self.user_text(question, task, filled, senders, round=round, rounds=rounds, fields=fields)
         for slot, text in text_slots.items():
             user = user.replace(slot_marker(slot), text.strip())
         tokenizer = self.loaded.tokenizer
@@ -116,8 +120,12 @@ class Prompter:
         text: Mapping[str, Sequence[str]] | None = None,
         senders: Mapping[str, str] | None = None,
         order: Sequence[str] | None = None,
+        *,
+        round: int = 1,  # noqa: A002 - the semantics' word
+        rounds: int | None = None,
+        fields: Sequence[Mapping[str, str]] | None = None,
     ) -> PromptBatch:
-        """Splice messages into the prompts of a batch and left-pad.
+        """Splice messages into the prompts of a batch (for ``round``) and left-pad.
 
         ``latent[slot]`` is (B, m, H) already in this agent's hidden space; ``text[slot]`` is one
         string per sample; ``order`` is the slot order (default: latent then text). Slots with no
@@ -130,7 +138,8 @@ class Prompter:
         device, dtype = embed.weight.device, embed.weight.dtype
         rows: list[torch.Tensor] = []
         for i, question in enumerate(questions):
-            rendered = self.render(question, task, filled, {s: t[i] for s, t in text.items()}, senders)
+            rendered = self.render(question, task, filled, {s: t[i] for s, t in text.items()}, senders,
+                                   round=round, rounds=rounds, fields=fields[i] if fields else None)
             pieces: list[torch.Tensor] = []
             for j, part in enumerate(split_at_markers(rendered)):
                 if isinstance(part, tuple):

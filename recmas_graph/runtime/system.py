@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from ..errors import RunError
+from ..tools.protocols import get_protocol
 from ..topology.compile import CompiledTopology
 from ..topology.schedule import Schedule
-from ..topology.spec import TASK_TYPES, TopologySpec
+from ..topology.spec import TASK_TYPES, SettingsSpec, TopologySpec
 from .agent import Agent
 from .backends import InProcessRunner, PassRunner, RunSettings
 from .decoding import GenerationOptions
@@ -35,6 +36,7 @@ from .results import RunResult
 from .rollout import apply_link
 from .sources.loaded import ModelCache
 from .sources.tiny import tiny_counterpart
+from .texts import agent_role
 from .tooluse import ToolPolicy
 
 __all__ = ["RecursiveSystem"]
@@ -43,9 +45,15 @@ _GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p", "to
                       "stop")
 
 
-def _generation(generation: GenerationOptions | None, overrides: Mapping[str, Any]) -> GenerationOptions:
-    """``generation`` (default: the reference's) with keyword overrides; ``greedy=True`` turns sampling off."""
-    options = generation or GenerationOptions()
+def _generation(generation: GenerationOptions | None, overrides: Mapping[str, Any],
+                settings: SettingsSpec | None = None) -> GenerationOptions:
+    """``generation`` (default: the reference's, with the topology's ``settings`` for the task on top)
+    with keyword overrides; ``greedy=True`` turns sampling off."""
+    if generation is None:
+        chosen = {k: v for k, v in (settings.model_dump(exclude_none=True) if settings else {}).items()
+                  if k in _GENERATION_FIELDS}
+        generation = GenerationOptions(**chosen)
+    options = generation
     changes = dict(overrides)
     if "greedy" in changes:
         changes["do_sample"] = not changes.pop("greedy")
@@ -153,8 +161,9 @@ class RecursiveSystem(nn.Module):
                 outer[edge_id] = link.to(dst.device)
         agents = {}
         for a in spec.agents:
-            tools = ToolPolicy({n: catalog.tools[n] for n in a.tools}) if a.tools else None
-            agents[a.name] = Agent(a, loaded[a.name], catalog.roles[a.role], tools=tools)
+            role = agent_role(a, catalog.roles)
+            tools = (ToolPolicy({n: catalog.tools[n] for n in a.tools}, _protocol(role)) if a.tools else None)
+            agents[a.name] = Agent(a, loaded[a.name], role, tools=tools)
         system = cls(compiled, agents, inner, outer, hooks=getattr(catalog, "hooks", None))
         for agent in agents.values():
             system.hooks.recmas_agent_built(agent=agent)
@@ -177,9 +186,17 @@ class RecursiveSystem(nn.Module):
         return msg.to(device=target.device, dtype=target.dtype)
 
     # ------------------------------------------------------------------ running
-    def _settings(self, questions: Sequence[str], *, task: str, latent_steps: int | None, generation: GenerationOptions,
+    def settings_for(self, task: str, dataset: str | None = None) -> SettingsSpec:
+        """The topology's run settings for ``task`` (and ``dataset``), latent steps filled in."""
+        found = self.spec.settings_for(task, dataset)
+        if found.latent_steps is None:
+            found = found.model_copy(update={"latent_steps": self.spec.latent_steps})
+        return found
+
+    def _settings(self, questions: Sequence[Any], *, task: str, latent_steps: int | None, generation: GenerationOptions,
                   seed: int | None, seeds: Sequence[int] | None, text_message_tokens: int, tool_choice: str,
-                  use_cache: bool, targets: Sequence[str] | None = None, keep: bool = False) -> RunSettings:
+                  use_cache: bool, rounds: int, dataset: str | None = None, targets: Sequence[str] | None = None,
+                  keep: bool = False) -> RunSettings:
         if isinstance(questions, str):
             raise RunError("questions must be a list of strings, got one string", culprit="questions",
                            hint='wrap it in a list: run(["What is 2 + 3?"])')
@@ -189,7 +206,7 @@ class RecursiveSystem(nn.Module):
             raise RunError(f"unknown task type {task!r}", culprit="task", hint=f"use one of {', '.join(TASK_TYPES)}")
         if tool_choice not in ("auto", "required"):
             raise RunError(f"unknown tool_choice {tool_choice!r}", culprit="tool_choice", hint='use "auto" or "required"')
-        m = self.spec.latent_steps if latent_steps is None else latent_steps
+        m = self.settings_for(task, dataset).latent_steps if latent_steps is None else latent_steps
         if m < 0:
             raise RunError(f"latent_steps must be >= 0, got {m}", culprit="latent_steps")
         if seeds is None:
@@ -200,15 +217,17 @@ class RecursiveSystem(nn.Module):
         if targets is not None and len(targets) != len(questions):
             raise RunError(f"{len(targets)} answers for {len(questions)} questions", culprit="answers",
                            hint="give one answer per question")
-        return RunSettings(tuple(str(q) for q in questions), task, m, generation, tuple(int(s) for s in seeds),
-                           text_message_tokens, tool_choice, use_cache,
-                           tuple(str(t) for t in targets) if targets is not None else None, keep)
+        texts, fields = _split_questions(questions)
+        return RunSettings(texts, task, m, generation, tuple(int(s) for s in seeds), text_message_tokens, tool_choice,
+                           use_cache, tuple(str(t) for t in targets) if targets is not None else None, keep, rounds,
+                           fields)
 
     def run(
         self,
-        questions: Sequence[str],
+        questions: Sequence[str | Mapping[str, str]],
         *,
         task: str = "math",
+        dataset: str | None = None,
         rounds: int | None = None,
         latent_steps: int | None = None,
         generation: GenerationOptions | None = None,
@@ -222,27 +241,31 @@ class RecursiveSystem(nn.Module):
     ) -> RunResult:
         """Answer a batch of questions by running the schedule wave by wave (no autograd).
 
-        Decoding: ``generation`` (default: the reference's sampling settings) with keyword
+        A question is a string, or a mapping with ``question`` and the question's own template
+        fields (``fn_name``). ``task`` picks the prompts; the topology's settings for ``task`` (and
+        ``dataset``, when given) set the latent steps and the decoding unless given here.
+        Decoding: ``generation`` (default: those settings over the reference's) with keyword
         overrides such as ``greedy=True``, ``max_new_tokens=64``, ``top_k=20``. Question ``i``
         samples with seed ``seeds[i]`` (default ``seed + i``), so an answer does not depend on its
         batch-mates. ``keep_messages`` keeps every latent message and the thoughts in the result.
         ``tool_choice="required"`` opens a call of the output agent's first tool at the start of
         its answer.
         """
-        options = _generation(generation, generation_options)
+        options = _generation(generation, generation_options, self.spec.settings_for(task, dataset))
+        schedule = self.plan(rounds)
         settings = self._settings(questions, task=task, latent_steps=latent_steps, generation=options, seed=seed,
                                   seeds=seeds, text_message_tokens=text_message_tokens, tool_choice=tool_choice,
-                                  use_cache=use_cache, keep=keep_messages)
-        schedule = self.plan(rounds)
+                                  use_cache=use_cache, rounds=schedule.rounds, dataset=dataset, keep=keep_messages)
         with torch.inference_mode():
             return execute(schedule, self.runner, settings, hooks=self.hooks, system=self, keep=keep_messages)
 
     def answer_loss(
         self,
-        questions: Sequence[str],
+        questions: Sequence[str | Mapping[str, str]],
         answers: Sequence[str],
         *,
         task: str = "math",
+        dataset: str | None = None,
         rounds: int | None = None,
         latent_steps: int | None = None,
         seed: int | None = 0,
@@ -255,14 +278,38 @@ class RecursiveSystem(nn.Module):
         links, so ``loss.backward()`` reaches every outer link and every inner link the schedule
         uses. Text messages (text edges) are decoded greedily and carry no gradient.
         """
+        schedule = self.plan(rounds)
         settings = self._settings(questions, task=task, latent_steps=latent_steps,
                                   generation=GenerationOptions(do_sample=False), seed=seed, seeds=None,
                                   text_message_tokens=text_message_tokens, tool_choice="auto", use_cache=use_cache,
-                                  targets=answers)
+                                  rounds=schedule.rounds, dataset=dataset, targets=answers)
         with torch.enable_grad():
-            result = execute(self.plan(rounds), self.runner, settings, system=self)
+            result = execute(schedule, self.runner, settings, system=self)
         assert result.loss is not None  # the decode pass scores the targets
         return result.loss
+
+
+def _protocol(role: Any) -> Any:
+    try:
+        return get_protocol(role.tool_protocol)
+    except ValueError as err:
+        raise RunError(str(err), culprit=f"role {role.name!r}", hint="fix the role's tool_protocol") from None
+
+
+def _split_questions(questions: Sequence[Any]) -> tuple[tuple[str, ...], tuple[dict[str, str], ...]]:
+    """Question texts and each question's template fields (from ``{"question": ..., "fn_name": ...}`` items)."""
+    texts, fields = [], []
+    for i, item in enumerate(questions):
+        if isinstance(item, Mapping):
+            if not isinstance(item.get("question"), str):
+                raise RunError(f"question {i + 1} has no string field 'question'", culprit="questions",
+                               hint='give a string, or a mapping like {"question": "...", "fn_name": "f"}')
+            texts.append(item["question"])
+            fields.append({str(k): str(v) for k, v in item.items() if k != "question"})
+        else:
+            texts.append(str(item))
+            fields.append({})
+    return tuple(texts), tuple(fields)
 
 
 def _check_weight_files(spec: TopologySpec, base: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from ..tools import run_tool_loop
+from ..tools.protocols import RECMAS, ToolProtocol
 from .decoding import DecodeResult, GenerationOptions, decode
 from .prompts import PromptBatch, Prompter
 
@@ -23,12 +24,17 @@ __all__ = ["ToolPolicy", "decode_with_tools", "continue_text"]
 
 @dataclass(frozen=True)
 class ToolPolicy:
-    """How an agent may call tools: the tools by name and the loop's bounds."""
+    """How an agent may call tools: the tools by name, the protocol (call syntax, result format,
+    call and result-size limits) and the time bound on tool calls."""
 
     tools: Mapping[str, Any]
-    max_calls: int = 4
+    protocol: ToolProtocol = RECMAS
     max_seconds: float = 60.0
-    max_result_chars: int = 2000
+
+    @property
+    def max_calls(self) -> int:
+        """At most this many calls per answer (the protocol's)."""
+        return self.protocol.max_calls
 
 
 def continue_text(model: nn.Module, prompter: Prompter, prompt: PromptBatch, continuation: str,
@@ -68,12 +74,8 @@ def decode_with_tools(model: nn.Module, prompter: Prompter, prompt: PromptBatch,
             used[0] += n
             return new
 
-        prefix = ""
-        if tool_choice == "required":
-            first = next(iter(policy.tools))
-            prefix = "```python\n" if first == "python" else f'<tool name="{first}">'
-        transcript = run_tool_loop(generate, policy.tools, max_calls=policy.max_calls,
-                                   max_seconds=policy.max_seconds, max_result_chars=policy.max_result_chars,
+        prefix = policy.protocol.opening(next(iter(policy.tools))) if tool_choice == "required" else ""
+        transcript = run_tool_loop(generate, policy.tools, protocol=policy.protocol, max_seconds=policy.max_seconds,
                                    prefix=prefix)
         texts.append(transcript.text)
         counts.append(used[0])

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Tool", "ToolResult"]
 
 
 @dataclass(frozen=True)
 class ToolResult:
-    """What a tool call returned: ``ok``, its ``output`` text, an ``error`` when it failed, its duration."""
+    """What a tool call returned: ``ok``, its ``output`` text, an ``error`` when it failed, its duration,
+    and raw ``details`` a tool protocol may format (e.g. ``stdout``, ``stderr``, ``exit_code``)."""
 
     ok: bool
     output: str
     error: str | None = None
     elapsed_s: float = 0.0
+    details: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def as_text(self) -> str:
         """The text shown to the model: the output, then the error (if any)."""
@@ -46,7 +50,7 @@ class Tool:
             return ToolResult(False, "", f"tool {self.name!r} failed: {type(err).__name__}: {err}",
                               time.perf_counter() - start)
         if not result.elapsed_s:
-            result = ToolResult(result.ok, result.output, result.error, time.perf_counter() - start)
+            result = ToolResult(result.ok, result.output, result.error, time.perf_counter() - start, result.details)
         return result
 
     def _run(self, arguments: str) -> ToolResult:

@@ -1,16 +1,15 @@
 """The tool loop: let a decoding agent call tools in the middle of its answer.
 
-The model writes a call, decoding stops right after it, the loop runs the tool, appends the result
-to the answer text and lets the model continue. Two call syntaxes:
-
-- a fenced block ```` ```python ... ``` ```` calls the ``python`` tool (PAL style); its result is
-  appended as ```` ```output ... ``` ````;
-- ``<tool name="NAME">ARGUMENTS</tool>`` calls any tool; its result is appended as
-  ``<tool_result name="NAME">...</tool_result>``.
+The model writes a call, decoding stops right after it (the protocol's stop strings), the loop runs
+the tool, appends the result to the answer text and lets the model continue. The call syntax, the
+result format and the limits come from a :class:`~recmas_graph.tools.protocols.ToolProtocol`
+(default: ours, :data:`~recmas_graph.tools.protocols.RECMAS`; the official deliberation style
+uses :data:`~recmas_graph.tools.protocols.REFERENCE`).
 
 The loop is bounded by ``max_calls`` and ``max_seconds`` (time spent inside tools, not decoding;
-the first call always runs): past either bound the next call is not
-run, a note says so, and the model writes its final answer in one last continuation.
+the first call always runs): past either bound the next call is not run and a note says so; then,
+depending on the protocol, the model writes its final answer in one last continuation or decoding
+ends.
 
 >>> replies = iter(["Let me compute.\\n```python\\nprint(6 * 7)\\n```\\n", "So the answer is \\\\boxed{42}."])
 >>> from recmas_graph.tools import PythonTool
@@ -21,19 +20,16 @@ run, a note says so, and the model writes its final answer in one last continuat
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .base import Tool, ToolResult
+from .protocols import RECMAS, FoundCall, ToolProtocol
 
 __all__ = ["ToolCall", "ToolTranscript", "run_tool_loop", "TOOL_PROMPT", "STOP_STRINGS", "find_call"]
 
-#: Decoding stops right after one of these (a closing code fence, a closing tool tag).
-STOP_STRINGS: tuple[str, ...] = ("```\n", "</tool>")
-
-_PY_CALL = re.compile(r"```(?:python|py|python3)[ \t]*\n(.*?)```", re.S)
-_TAG_CALL = re.compile(r"<tool\s+name\s*=\s*[\"']?([\w\-.]+)[\"']?\s*>(.*?)</tool>", re.S)
+#: Decoding stops right after one of these (our protocol: a closing code fence, a closing tool tag).
+STOP_STRINGS: tuple[str, ...] = RECMAS.stop
 
 
 @dataclass(frozen=True)
@@ -59,33 +55,9 @@ class ToolTranscript:
     stopped: str = "done"
 
 
-@dataclass(frozen=True)
-class _Found:
-    name: str
-    arguments: str
-    end: int
-    fenced: bool
-
-
-def find_call(text: str, start: int = 0, *, python: bool = True) -> _Found | None:
-    """The first complete tool call in ``text[start:]`` (``python``: whether fenced blocks count)."""
-    found: list[_Found] = []
-    if python:
-        m = _PY_CALL.search(text, start)
-        if m:
-            found.append(_Found("python", m.group(1), m.end(), True))
-    m = _TAG_CALL.search(text, start)
-    if m:
-        found.append(_Found(m.group(1), m.group(2).strip("\n"), m.end(), False))
-    if not found:
-        return None
-    return min(found, key=lambda f: f.end)
-
-
-def _format_result(call: _Found, body: str) -> str:
-    if call.fenced:
-        return f"\n```output\n{body}\n```\n"
-    return f'\n<tool_result name="{call.name}">\n{body}\n</tool_result>\n'
+def find_call(text: str, start: int = 0, *, python: bool = True) -> FoundCall | None:
+    """The first complete call of our protocol in ``text[start:]`` (``python``: whether fenced blocks count)."""
+    return RECMAS.find_call(text, start, {"python"} if python else set())
 
 
 def _paused_on_stop(new: str, stop: Iterable[str]) -> bool:
@@ -97,59 +69,68 @@ def run_tool_loop(
     generate: Callable[[str, list[str]], str],
     tools: Iterable[Tool] | Mapping[str, Tool],
     *,
-    max_calls: int = 4,
+    protocol: ToolProtocol = RECMAS,
+    max_calls: int | None = None,
     max_seconds: float = 60.0,
-    max_result_chars: int = 2000,
+    max_result_chars: int | None = None,
     prefix: str = "",
 ) -> ToolTranscript:
     """Decode with tool calls: ``generate(continuation, stop)`` returns the next piece of text.
 
     ``continuation`` is the answer so far (tool results included), ``stop`` the strings after
-    which decoding should pause (:data:`STOP_STRINGS`; empty for the final continuation).
-    ``generate`` returns only the new text and an empty string when it has nothing more to say.
-    An unknown tool name gives an error result in the transcript, never an exception.
-    ``prefix`` starts the answer (e.g. an opened ```` ```python ```` block to require a tool call).
+    which decoding should pause (the protocol's; empty for the final continuation). ``generate``
+    returns only the new text and an empty string when it has nothing more to say. An unknown tool
+    name gives an error result in the transcript, never an exception. ``prefix`` starts the answer
+    (e.g. an opened call, to require one). ``max_calls`` and ``max_result_chars`` default to the
+    protocol's.
     """
+    if max_result_chars is not None and max_result_chars != protocol.max_result_chars:
+        protocol = _with_clip(protocol, max_result_chars)
+    limit = protocol.max_calls if max_calls is None else max_calls
     table = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
-    stop = list(STOP_STRINGS)
+    stop = list(protocol.stop)
     text, scanned = prefix, 0
     calls: list[ToolCall] = []
-    for _ in range(2 * max_calls + 4):
+    for _ in range(2 * limit + 4):
         new = generate(text, stop)
         if not new:
             return ToolTranscript(text, calls, "done")
         text += new
-        call = find_call(text, scanned, python="python" in table)
+        call = protocol.find_call(text, scanned, table)
         if call is None:
             if _paused_on_stop(new, stop):
                 continue  # paused on a fence that is not a call (e.g. the end of a plain block)
             return ToolTranscript(text, calls, "done")
         text = text[: call.end]  # whatever was decoded after the call did not see its result
         tool_time = sum(c.elapsed_s for c in calls)  # decoding time does not count against the tools
-        over = ("max_calls" if len(calls) >= max_calls
-                else "max_seconds" if calls and tool_time > max_seconds else None)
+        over = ("max_calls" if len(calls) >= limit else "max_seconds" if calls and tool_time > max_seconds else None)
         if over:
-            limit = f"the limit of {max_calls} tool calls" if over == "max_calls" else f"the {max_seconds:g} s tool time limit"
-            text += _format_result(call, f"Not run: {limit} is reached. Give your final answer now without tools.")
+            why = f"the limit of {limit} tool calls" if over == "max_calls" else f"the {max_seconds:g} s tool time limit"
+            text += protocol.limit_note(call, why)
+            if protocol.stop_at_limit:
+                return ToolTranscript(text, calls, over)
             return ToolTranscript(text + generate(text, []), calls, over)
         tool = table.get(call.name)
         if tool is None:
             known = ", ".join(sorted(table)) or "none"
             result = ToolResult(False, "", f"unknown tool {call.name!r}; available tools: {known}")
         else:
-            result = tool.run(call.arguments)
+            result = tool.run(protocol.prepare(call))
         calls.append(ToolCall(call.name, call.arguments, result, result.elapsed_s))
-        body = result.as_text() or "(no output)"
-        if len(body) > max_result_chars:
-            body = body[:max_result_chars] + f"\n... [truncated at {max_result_chars} characters]"
-        text += _format_result(call, body)
+        text += protocol.format_result(call, result)
         scanned = len(text)
     text += "\n"
     return ToolTranscript(text + generate(text, []), calls, "max_generations")
 
 
+def _with_clip(protocol: ToolProtocol, chars: int) -> ToolProtocol:
+    from dataclasses import replace
+
+    return replace(protocol, max_result_chars=chars)  # type: ignore[type-var]
+
+
 def TOOL_PROMPT(tools: Iterable[Tool] | Mapping[str, Tool], max_calls: int = 4) -> str:  # noqa: N802 - a prompt constant in spirit
-    """The instructions that tell a model how to call ``tools`` (added to the tool caller's prompt)."""
+    """The instructions that tell a model how to call ``tools`` in our protocol (added to the user text)."""
     table = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
     lines = ["You can call tools while you answer."]
     if "python" in table:

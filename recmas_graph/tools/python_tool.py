@@ -28,6 +28,8 @@ class PythonTool(Tool):
     def _run(self, arguments: str) -> ToolResult:
         result = run_python(arguments, timeout_s=self.timeout_s, memory_mb=self.memory_mb,
                             max_output_chars=self.max_output_chars)
+        details = {"stdout": result.stdout, "stderr": result.stderr, "exit_code": result.exit_code,
+                   "reason": result.reason, "timeout_s": self.timeout_s}
         if result.ok:
-            return ToolResult(True, result.stdout, None, result.elapsed_s)
-        return ToolResult(False, result.stdout, result.error_text, result.elapsed_s)
+            return ToolResult(True, result.stdout, None, result.elapsed_s, details)
+        return ToolResult(False, result.stdout, result.error_text, result.elapsed_s, details)

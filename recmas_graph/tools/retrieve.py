@@ -3,28 +3,32 @@
 A collection is a folder of ``.txt`` / ``.md`` files (searched recursively, one document per file)
 or a ``.jsonl`` file with one document per line (``text``, optional ``id`` / ``title``). It is
 given to :class:`RetrieveTool` or through the environment variable ``RECMAS_RETRIEVE_COLLECTION``.
+Ranking is BM25 from the ``bm25s`` library (the optional extra ``recmas-graph[search]``); without
+it, a call fails with an error that says how to install it. The official deliberation style's
+``<search>`` calls run this tool.
 
->>> bm = BM25([["red", "apple"], ["green", "pear"], ["red", "car"]])
->>> [i for i, _ in bm.search(["apple"], k=1)]
+>>> index = BM25([["red", "apple"], ["green", "pear"], ["red", "car"]])
+>>> [i for i, _ in index.search(["apple"], k=1)]
 [0]
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .base import Tool, ToolResult
 
-__all__ = ["BM25", "Document", "RetrieveTool", "load_collection", "tokenize", "COLLECTION_ENV"]
+__all__ = ["BM25", "Document", "RetrieveTool", "load_collection", "tokenize", "COLLECTION_ENV", "SEARCH_EXTRA"]
 
 #: Environment variable naming the default collection.
 COLLECTION_ENV = "RECMAS_RETRIEVE_COLLECTION"
+#: What to install for BM25 ranking.
+SEARCH_EXTRA = "pip install 'recmas-graph[search]' (or: pip install bm25s)"
 _TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 
 
@@ -34,28 +38,26 @@ def tokenize(text: str) -> list[str]:
 
 
 class BM25:
-    """Okapi BM25 over tokenised documents (``k1`` term saturation, ``b`` length normalisation)."""
+    """BM25 ranking of tokenised documents, by the ``bm25s`` library (``k1`` term saturation, ``b``
+    length normalisation). Raises ``ImportError`` naming the extra when ``bm25s`` is missing."""
 
     def __init__(self, docs: list[list[str]], *, k1: float = 1.5, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
-        self.tf = [Counter(d) for d in docs]
-        self.len = [len(d) for d in docs]
-        self.avg_len = (sum(self.len) / len(docs)) if docs else 0.0
-        df: Counter[str] = Counter(term for d in self.tf for term in d)
-        n = len(docs)
-        self.idf = {t: math.log(1.0 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
-
-    def score(self, query: list[str], i: int) -> float:
-        """BM25 score of document ``i`` for the query tokens."""
-        tf, norm = self.tf[i], self.k1 * (1 - self.b + self.b * self.len[i] / (self.avg_len or 1.0))
-        return sum(self.idf.get(t, 0.0) * tf[t] * (self.k1 + 1) / (tf[t] + norm) for t in query if t in tf)
+        try:
+            import bm25s
+        except ImportError as err:  # pragma: no cover - exercised when the extra is absent
+            raise ImportError(f"BM25 search needs the bm25s package: {SEARCH_EXTRA}") from err
+        self.size = len(docs)
+        self._index: Any = bm25s.BM25(k1=k1, b=b)
+        if docs:
+            self._index.index([list(d) or [""] for d in docs], show_progress=False)
 
     def search(self, query: list[str], k: int = 3) -> list[tuple[int, float]]:
         """The ``k`` best ``(index, score)`` pairs with a positive score, best first."""
-        scored = [(i, self.score(query, i)) for i in range(len(self.tf))]
-        scored = [(i, s) for i, s in scored if s > 0]
-        scored.sort(key=lambda x: (-x[1], x[0]))
-        return scored[:k]
+        if not self.size or not query:
+            return []
+        ids, scores = self._index.retrieve([list(query)], k=min(k, self.size), show_progress=False)
+        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+        return sorted(hits, key=lambda x: (-x[1], x[0]))
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,11 @@ class RetrieveTool(Tool):
                 docs = load_collection(source)
             except (OSError, ValueError) as err:
                 return f"cannot read the document collection: {err}"
-            self._index = (str(source), docs, BM25([tokenize(d.title + " " + d.text) for d in docs]))
+            try:
+                index = BM25([tokenize(d.title + " " + d.text) for d in docs])
+            except ImportError as err:
+                return str(err)
+            self._index = (str(source), docs, index)
         return self._index[1], self._index[2]
 
     def _run(self, arguments: str) -> ToolResult:
@@ -129,14 +135,17 @@ class RetrieveTool(Tool):
         if not query:
             return ToolResult(False, "", "empty query: write some search words")
         hits = index.search(query, self.k)
+        details = {"query": arguments.strip(),
+                   "hits": [{"id": docs[i].id, "title": docs[i].title, "text": docs[i].text, "score": score}
+                            for i, score in hits]}
         if not hits:
-            return ToolResult(True, "no matching documents")
+            return ToolResult(True, "no matching documents", details=details)
         parts = []
-        for rank, (i, score) in enumerate(hits, 1):
+        for rank, (i, _) in enumerate(hits, 1):
             doc = docs[i]
             text = doc.text.strip()
             if len(text) > self.max_chars:
                 text = text[: self.max_chars].rstrip() + " ..."
             title = f" {doc.title}" if doc.title else ""
             parts.append(f"[{rank}]{title} ({doc.id})\n{text}")
-        return ToolResult(True, "\n\n".join(parts))
+        return ToolResult(True, "\n\n".join(parts), details=details)

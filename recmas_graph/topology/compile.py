@@ -30,9 +30,10 @@ import networkx as nx
 from ..errors import ModelSourceError, TopologyError
 from .catalog import Catalog, resolve_model_source
 from .schedule import Schedule, unroll
-from .spec import EdgeSpec, LinkSpec, TopologySpec
+from .spec import AgentSpec, EdgeSpec, LinkSpec, TopologySpec
+from .templates import RoundTemplate, Template, template_problems
 
-__all__ = ["Problem", "CompiledTopology", "compile_topology", "validate_topology", "edge_ids"]
+__all__ = ["Problem", "CompiledTopology", "compile_topology", "validate_topology", "edge_ids", "agent_templates"]
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,31 @@ def _check_registered(spec: TopologySpec, catalog: Catalog) -> list[Problem]:
     return problems
 
 
+def agent_templates(agent: AgentSpec) -> dict[str, Template]:
+    """The agent's own templates from its spec, as :data:`~recmas_graph.topology.templates.Template` values."""
+    return {task: (t if isinstance(t, str) else RoundTemplate(t.first, t.later)) for task, t in agent.templates.items()}
+
+
+def _check_templates(spec: TopologySpec, catalog: Catalog) -> list[Problem]:
+    """Agents' own templates: syntax, {{ question }}, and names that are slots of the agent; roles'
+    templates: syntax and {{ question }} (a role may name slots a topology does not fill)."""
+    problems: list[Problem] = []
+    for agent in spec.agents:
+        slots = {e.slot_name for e in spec.edges if e.target == agent.name}
+        for task, template in agent_templates(agent).items():
+            for text in template_problems(template, slots=slots):
+                problems.append(Problem(f"agent {agent.name!r} templates.{task}", text,
+                                        "fix the template (docs/prompts.md lists what a template may use)"))
+        role = catalog.roles.get(agent.role)
+        for task, template in (getattr(role, "templates", None) or {}).items():
+            if task in agent.templates:
+                continue
+            for text in template_problems(template):
+                problems.append(Problem(f"role {agent.role!r} template {task!r}", text,
+                                        "fix the plugin that registers the role"))
+    return list({(p.culprit, p.message): p for p in problems}.values())
+
+
 def _check_slots(spec: TopologySpec) -> list[Problem]:
     problems: list[Problem] = []
     seen: dict[tuple[str, str], EdgeSpec] = {}
@@ -288,7 +314,7 @@ def compile_topology(spec: TopologySpec, catalog: Catalog, *, base_dir: str | Pa
     link-weight paths.
     """
     spec = spec.model_copy(deep=True)
-    problems = _check_names(spec) + _check_registered(spec, catalog) + _check_slots(spec)
+    problems = _check_names(spec) + _check_registered(spec, catalog) + _check_slots(spec) + _check_templates(spec, catalog)
     _raise(problems, spec.name)
     graph = nx.MultiDiGraph(name=spec.name)
     for agent in spec.agents:

@@ -27,6 +27,8 @@ from ..errors import SpecError
 
 __all__ = [
     "LinkSpec",
+    "TemplateSpec",
+    "SettingsSpec",
     "AgentSpec",
     "EdgeSpec",
     "TopologySpec",
@@ -74,6 +76,13 @@ def _default_outer() -> LinkSpec:
     return LinkSpec(type="outer_ln_res")
 
 
+class TemplateSpec(_Strict):
+    """A prompt template whose text differs between round 1 (``first``) and later rounds (``later``)."""
+
+    first: str = Field(description="Jinja2 template text for round 1.")
+    later: str | None = Field(default=None, description="Template text for rounds 2 and later (null: first).")
+
+
 class AgentSpec(_Strict):
     """One agent: a model reference, a role and its inner link."""
 
@@ -91,6 +100,22 @@ class AgentSpec(_Strict):
         "that supports it, the checkpoint's own dtype on other GPUs).",
     )
     tools: list[str] = Field(default_factory=list, description="Registered tools this agent may call while decoding.")
+    templates: dict[str, str | TemplateSpec] = Field(
+        default_factory=dict,
+        description="This agent's own prompt templates, per task type (math, choice, code, reasoning) or "
+        "'default': Jinja2 text using {{ question }} and the agent's slots, or {first, later} for text that "
+        "differs after round 1. They replace the role's templates for those tasks (docs/prompts.md).",
+    )
+    system: str | None = Field(default=None, description="This agent's system prompt (null: the role's).")
+
+    @field_validator("templates")
+    @classmethod
+    def _check_template_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(TASK_TYPES) - {"default"})
+        if unknown:
+            raise ValueError(f"unknown task type(s) {', '.join(map(repr, unknown))}; use {', '.join(TASK_TYPES)} or "
+                             "'default'")
+        return value
 
     @field_validator("dtype")
     @classmethod
@@ -125,6 +150,24 @@ class EdgeSpec(_Strict):
         return f"{self.source}{arrow}{self.target}"
 
 
+class SettingsSpec(_Strict):
+    """Run settings for one task type or dataset (every field optional: unset ones fall back)."""
+
+    latent_steps: int | None = Field(default=None, ge=0, description="Latent steps m.")
+    max_new_tokens: int | None = Field(default=None, ge=1, description="Answer length limit in tokens.")
+    temperature: float | None = Field(default=None, ge=0, description="Sampling temperature.")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling threshold.")
+    top_k: int | None = Field(default=None, ge=0, description="Top-k filtering (0: off).")
+    min_p: float | None = Field(default=None, ge=0, le=1, description="Min-p filtering.")
+    repetition_penalty: float | None = Field(default=None, gt=0, description="Repetition penalty (1.0: none).")
+
+    def merged(self, other: "SettingsSpec | None") -> "SettingsSpec":
+        """These settings with ``other``'s set fields on top."""
+        if other is None:
+            return self
+        return SettingsSpec(**{**self.model_dump(exclude_none=True), **other.model_dump(exclude_none=True)})
+
+
 class TopologySpec(_Strict):
     """A whole system: agents, edges, rounds, latent steps and the output agent."""
 
@@ -135,6 +178,12 @@ class TopologySpec(_Strict):
     agents: list[AgentSpec] = Field(min_length=1)
     edges: list[EdgeSpec] = Field(default_factory=list)
     output: str = Field(description="Name of the agent that decodes the answer in the last round.")
+    settings: dict[str, SettingsSpec] = Field(
+        default_factory=dict,
+        description="Run settings per task type (math, choice, code, reasoning) or dataset name (e.g. math500, "
+        "mbpp): latent steps and decoding. A dataset's entry wins over its task type's; explicit options win "
+        "over both. The full-size built-in styles carry the reference's settings.",
+    )
 
     def agent(self, name: str) -> AgentSpec:
         """Return the agent called ``name`` (KeyError when absent)."""
@@ -147,6 +196,11 @@ class TopologySpec(_Strict):
     def agent_names(self) -> list[str]:
         """Agent names in declaration order."""
         return [a.name for a in self.agents]
+
+    def settings_for(self, task: str, dataset: str | None = None) -> SettingsSpec:
+        """The settings of ``task`` with those of ``dataset`` on top (empty when the spec has none)."""
+        found = self.settings.get(task, SettingsSpec())
+        return found.merged(self.settings.get(dataset)) if dataset else found
 
     def with_overrides(self, *, rounds: int | None = None, latent_steps: int | None = None,
                        models: Mapping[str, str] | None = None) -> "TopologySpec":
@@ -188,6 +242,8 @@ def _describe_location(loc: tuple[Any, ...], data: Any) -> str:
 
 _FIELDS_OF = {
     "agents": AgentSpec,
+    "templates": TemplateSpec,
+    "settings": SettingsSpec,
     "edges": EdgeSpec,
     "inner_link": LinkSpec,
     "link": LinkSpec,
@@ -300,12 +356,14 @@ class TopologyBuilder:
         device: str | None = None,
         dtype: str | None = None,
         tools: list[str] | None = None,
+        templates: dict[str, Any] | None = None,
+        system: str | None = None,
     ) -> "TopologyBuilder":
-        """Add an agent."""
+        """Add an agent (``templates``: its own prompt templates per task type, see :class:`AgentSpec`)."""
         link = {"type": inner_link} if isinstance(inner_link, str) else dict(inner_link)
         self._data["agents"].append(
             {"name": name, "role": role, "model": model, "inner_link": link, "device": device,
-             "dtype": dtype, "tools": list(tools or [])}
+             "dtype": dtype, "tools": list(tools or []), "templates": dict(templates or {}), "system": system}
         )
         return self
 

@@ -228,7 +228,9 @@ def load_link_weights(module: nn.Module, path: str | Path, where: str, *,
                       dims: tuple[int, int] | None = None) -> nn.Module:
     """Load ``.safetensors`` or reference ``.pt`` weights into ``module`` strictly; return the module.
 
-    ``dims`` (``(in_dim, out_dim)``) only adds the hidden sizes to a shape-mismatch message.
+    The module then runs in the dtype of the stored weights (a bf16 checkpoint gives a bf16 link, as
+    the reference code runs its adapters), when they share one floating dtype. ``dims``
+    (``(in_dim, out_dim)``) only adds the hidden sizes to a shape-mismatch message.
     """
     path = Path(path)
     expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
@@ -240,4 +242,7 @@ def load_link_weights(module: nn.Module, path: str | Path, where: str, *,
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise LinkError(f"loading {path} failed: {err}", culprit=where, hint=SHAPE_HINT) from None
+    stored = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(stored) == 1:
+        module.to(dtype=stored.pop())
     return module
