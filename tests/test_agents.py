@@ -8,7 +8,7 @@ import torch
 from recmas_graph.errors import RunError
 from recmas_graph.plugins.builtin_roles import BUILTIN_ROLES
 from recmas_graph.runtime.agent import Agent
-from recmas_graph.runtime.decoding import GenerationOptions, Sampling, decode
+from recmas_graph.runtime.decoding import GenerationOptions, Sampling, answer_end_id, decode
 from recmas_graph.runtime.forward import position_ids_from_mask
 from recmas_graph.runtime.links.modules import InnerLnRes
 from recmas_graph.runtime.prompts import PromptBatch
@@ -95,11 +95,23 @@ def test_sample_alone_equals_sample_in_padded_batch(cache: ModelCache, ref: str)
 def test_greedy_decode_equals_hf_generate(cache: ModelCache, ref: str) -> None:
     agent, _ = make_agent(cache, ref)
     batch = agent.build_prompts(QUESTIONS, "math")
+    options = GenerationOptions(max_new_tokens=24, do_sample=False)
     with torch.inference_mode():
-        ours = agent.decode(batch, GenerationOptions(max_new_tokens=24, do_sample=False), seeds=[0, 1, 2])
+        ours = agent.decode(batch, options, seeds=[0, 1, 2])
         hf = agent.model.generate(inputs_embeds=batch.embeds, attention_mask=batch.mask, max_new_tokens=24,
                                   do_sample=False)
-    assert ours.texts == [agent.tokenizer.decode(row, skip_special_tokens=True) for row in hf.tolist()]
+        assert ours.texts == [agent.tokenizer.decode(row, skip_special_tokens=True) for row in hf.tolist()]
+        # rows that finish early: make a token the first row writes at step 5 the end of sequence
+        stop_id = hf[0, 5].item()
+        early = decode(agent.model, agent.tokenizer, batch, options, eos_ids=[stop_id])
+        hf_early = agent.model.generate(inputs_embeds=batch.embeds, attention_mask=batch.mask, max_new_tokens=24,
+                                        do_sample=False, eos_token_id=stop_id, pad_token_id=agent.tokenizer.pad_token_id)
+    expected = []
+    for row in hf_early.tolist():
+        cut = row.index(stop_id) if stop_id in row else len(row)
+        expected.append(agent.tokenizer.decode(row[:cut], skip_special_tokens=True))
+    assert early.texts == expected and early.generated_tokens[0] <= 5
+    assert max(early.generated_tokens) > early.generated_tokens[0] or len(set(early.generated_tokens)) == 1
 
 
 def test_sampling_depends_on_the_seed_not_on_the_batch(cache: ModelCache) -> None:
@@ -118,13 +130,34 @@ def test_sampling_depends_on_the_seed_not_on_the_batch(cache: ModelCache) -> Non
 
 def test_sampled_tokens_follow_the_distribution() -> None:
     """The seeded Gumbel-max sampler draws each token with its softmax probability."""
-    from recmas_graph.runtime.decoding import _row_keys, _sample
+    from recmas_graph.runtime.sampling import row_keys, sample
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    keys = _row_keys([7], 0, torch.device("cpu"))
-    draws = torch.stack([_sample(logits, keys, t, 0) for t in range(20000)]).flatten()
+    keys = row_keys([7], 0, torch.device("cpu"))
+    draws = torch.stack([sample(logits, keys, t) for t in range(20000)]).flatten()
     freq = torch.bincount(draws, minlength=4).float() / draws.numel()
     torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.015, rtol=0)
+
+
+def test_sampler_never_draws_filtered_or_near_impossible_tokens_whatever_the_batch() -> None:
+    """A large vocabulary: a row left with two tokens after top-p never draws another one, alone or
+    next to a flat row, and a token of probability ~1e-13 is never drawn (finite noise only)."""
+    from recmas_graph.runtime.sampling import gumbel, row_keys, sample
+
+    V, steps = 152_000, 1500
+    peaked = torch.full((V,), float("-inf"))
+    peaked[[11, 12]] = torch.tensor([0.0, -1.0])
+    tiny = torch.full((V,), -30.0)
+    tiny[5] = 0.0  # every other token has probability ~ e^-30 / V ... vanishingly small
+    flat = torch.zeros(V)
+    keys_alone, keys_pair = row_keys([3], 0, torch.device("cpu")), row_keys([3, 4], 0, torch.device("cpu"))
+    alone = torch.stack([sample(peaked[None], keys_alone, t) for t in range(steps)]).flatten()
+    paired = torch.stack([sample(torch.stack([peaked, flat]), keys_pair, t) for t in range(steps)])[:, 0]
+    assert set(alone.tolist()) <= {11, 12} and torch.equal(alone, paired)
+    drawn = torch.stack([sample(tiny[None], keys_alone, t) for t in range(300)]).flatten()
+    assert set(drawn.tolist()) == {5}
+    noise = gumbel(keys_pair, 0, torch.arange(V).expand(2, V))
+    assert torch.isfinite(noise).all()
 
 
 def test_top_k_one_is_greedy_and_the_model_generation_config_is_honoured(cache: ModelCache) -> None:
@@ -156,6 +189,27 @@ def test_stop_strings_end_decoding_on_device(cache: ModelCache) -> None:
         cut = decode(lm.model, lm.tokenizer, prompt, GenerationOptions(max_new_tokens=30, do_sample=False, stop=(stop,)))
     assert cut.texts[0].endswith(stop) and text.startswith(cut.texts[0])
     assert cut.generated_tokens[0] < free.generated_tokens[0]
+
+
+def test_a_stop_string_spanning_several_tokens_stops_only_its_row(cache: ModelCache) -> None:
+    agent, _ = make_agent(cache, "tiny:llama")
+    lm = agent.loaded
+    batch = agent.build_prompts(QUESTIONS[:2], "math")
+    options = GenerationOptions(max_new_tokens=30, do_sample=False)
+    with torch.inference_mode():
+        free = decode(lm.model, lm.tokenizer, batch, options)
+
+        def window(a: int, b: int) -> str | None:  # 3 printable ASCII characters only row a writes
+            text = free.texts[a]
+            return next((text[i:i + 3] for i in range(len(text) - 3) if text[i:i + 3].isascii()
+                         and text[i:i + 3].isprintable() and text[i:i + 3] not in free.texts[b]), None)
+
+        a, stop = next((a, w) for a, b in ((0, 1), (1, 0)) if (w := window(a, b)) is not None)
+        cut = decode(lm.model, lm.tokenizer, batch, options.replace(stop=(stop,)))
+    other = 1 - a
+    assert len(lm.tokenizer(stop, add_special_tokens=False).input_ids) == 3  # it spans three tokens
+    assert cut.texts[a].endswith(stop) and len(cut.texts[a]) < len(free.texts[a])
+    assert cut.texts[other] == free.texts[other] and cut.generated_tokens[other] == free.generated_tokens[other]
 
 
 def test_position_ids_follow_the_mask() -> None:
@@ -216,3 +270,14 @@ def test_left_padded_batch_layout(cache: ModelCache) -> None:
     T = batch.embeds.shape[1]
     for i, n in enumerate(batch.lengths):
         assert batch.mask[i].tolist() == [0] * (T - n) + [1] * n
+
+
+def test_the_answer_loss_ends_answers_with_the_end_of_turn_token(cache: ModelCache) -> None:
+    lm = cache.get("tiny:llama")
+    assert answer_end_id(lm.tokenizer) == lm.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    template = lm.tokenizer.chat_template
+    try:
+        lm.tokenizer.chat_template = None  # a base model: its end-of-sequence token
+        assert answer_end_id(lm.tokenizer) == lm.tokenizer.eos_token_id
+    finally:
+        lm.tokenizer.chat_template = template

@@ -721,3 +721,87 @@ def test_question_ids_are_unique_across_options_and_file(tmp_path: Path) -> None
     f = tmp_path / "q.jsonl"
     f.write_text('{"question": "a"}\n{"question": "b", "id": "x"}\n')
     assert [it["id"] for it in read_questions(f)] == ["", "x"]
+
+
+# ------------------------------------------------------------------------------ review regressions
+
+
+def test_a_forward_cycle_is_reported_with_the_other_problems(registry) -> None:
+    from recmas_graph.errors import TopologyError
+
+    data = resolve_topology("sequential_light", registry).model_dump(mode="json")
+    data["edges"][2]["recursion"] = False  # planner -> critic -> solver -> planner, all forward
+    data["agents"][0]["model"] = "tiny:llamma"
+    data["edges"][0]["link"]["options"] = {"hidden_mul": 2}
+    with pytest.raises(TopologyError) as err:
+        registry.compile(data)
+    messages = [p.message for p in err.value.problems]
+    assert len(messages) == 3 and any("forward edges form a cycle" in m for m in messages)
+
+
+def test_slot_names_are_names(registry) -> None:
+    from recmas_graph.errors import SpecError
+
+    data = resolve_topology("sequential_light", registry).model_dump(mode="json")
+    data["edges"][0]["slot"] = "plan.v1"
+    with pytest.raises(SpecError, match="not a valid name"):
+        registry.compile(data)
+
+
+def test_automatic_placement_is_round_robin_over_models() -> None:
+    spec = parse_topology({
+        "name": "t", "output": "d", "agents": [
+            {"name": n, "role": "planner", "model": m, **({"device": "cpu"} if n == "p" else {})}
+            for n, m in (("a", "m1"), ("p", "m9"), ("b", "m2"), ("c", "m3"), ("d", "m4"), ("e", "m1"))],
+        "edges": [{"source": s, "target": "d"} for s in ("a", "p", "b", "c", "e")]})
+    assert resolve_placement(spec, gpus=2) == {"a": "cuda:0", "p": "cpu", "b": "cuda:1", "c": "cuda:0",
+                                               "d": "cuda:1", "e": "cuda:0"}
+
+
+def test_systems_built_or_run_in_inference_mode_still_train(registry) -> None:
+    with torch.inference_mode():
+        system = _build("distillation", registry, ModelCache())
+        loss = system.answer_loss(["Q?"], ["A."], rounds=2, latent_steps=2)
+    kept = system.run(["Q?"], rounds=2, latent_steps=2, generation=GREEDY, keep_messages=True)
+    assert loss.requires_grad
+    loss.backward()
+    assert all(p.grad is not None for p in system.outer_links.parameters())
+    message = kept.messages[("expert->learner", 1)]
+    message.add_(1.0)  # a normal tensor: in-place changes and autograd work
+    (message.requires_grad_() * 2).sum().backward()
+
+
+def test_cached_and_recomputed_rollouts_give_the_same_gradients(registry) -> None:
+    grads = []
+    for use_cache in (True, False):
+        system = _build("sequential_light", registry, ModelCache(), seed=2)
+        system.answer_loss(["What is 2 + 3?"], ["5"], rounds=2, latent_steps=3, use_cache=use_cache).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in system.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_concurrent_wave_path_matches_the_sequential_one(registry, monkeypatch) -> None:
+    """The thread path (passes of one wave on different GPUs) runs here on CPU threads."""
+    system = _build("mixture", registry, ModelCache())
+    sequential = system.run(["What is 2 + 3?"], rounds=2, latent_steps=2, generation=GREEDY, keep_messages=True)
+    monkeypatch.setattr(InProcessRunner, "concurrent", lambda self, requests: len(requests) > 1)
+    threaded = system.run(["What is 2 + 3?"], rounds=2, latent_steps=2, generation=GREEDY, keep_messages=True)
+    assert threaded.answers == sequential.answers
+    for key, msg in sequential.messages.items():
+        torch.testing.assert_close(threaded.messages[key], msg)
+    loss = system.answer_loss(["Q?"], ["A."], rounds=2, latent_steps=2)  # grad mode reaches the threads
+    loss.backward()
+    assert all(p.grad is not None for p in system.outer_links.parameters())
+
+
+def test_null_dtype_resolves_per_device(monkeypatch) -> None:
+    from recmas_graph.runtime.sources import loaded
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert loaded.resolve_dtype(None, "cuda:0") == torch.bfloat16
+    assert loaded.resolve_dtype(None, "cpu") == torch.float32
+    assert loaded.ModelCache.key("tiny:llama", "cuda:0", None) == ("tiny:llama", "cuda:0", "torch.bfloat16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert loaded.resolve_dtype(None, "cuda:0") == "auto"

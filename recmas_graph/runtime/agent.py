@@ -14,7 +14,7 @@ from torch import nn
 
 from ..topology.roles import Role
 from ..topology.spec import AgentSpec
-from .decoding import DecodeResult, GenerationOptions, decode, eos_token_ids
+from .decoding import DecodeResult, GenerationOptions, answer_end_id, decode, eos_token_ids
 from .forward import backbone_of
 from .loss import answer_nll
 from .prompts import PromptBatch, Prompter
@@ -84,7 +84,6 @@ class Agent:
         return decode(self.model, self.tokenizer, prompt, options, seeds=seeds, stream=stream, eos_ids=self.eos_ids)
 
     def answer_loss(self, prompt: PromptBatch, answers: Sequence[str]) -> tuple[torch.Tensor, int]:
-        """Teacher-forced mean NLL of ``answers`` after ``prompt``, and the number of answer tokens."""
-        eos = self.tokenizer.eos_token_id
-        return answer_nll(self.model, self.tokenizer, prompt, answers, eos_id=eos if eos is not None else
-                          (self.eos_ids[0] if self.eos_ids else None))
+        """Teacher-forced mean NLL of ``answers`` (each ended by the chat template's end-of-turn token,
+        else the end-of-sequence token) after ``prompt``, and the number of answer tokens."""
+        return answer_nll(self.model, self.tokenizer, prompt, answers, eos_id=answer_end_id(self.tokenizer))

@@ -9,7 +9,6 @@ data, so a runner may execute passes in other processes or on other hosts.
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -72,7 +71,11 @@ class PassResult:
 
 
 class PassRunner(Protocol):
-    """A backend: runs the passes of one wave (independent of each other) and returns their results in order."""
+    """A backend: runs one pass (``run_pass``), and the independent passes of a wave (``run_wave``,
+    possibly at the same time), returning their results in order."""
+
+    def run_pass(self, request: PassRequest) -> PassResult:
+        """Run one pass."""
 
     def run_wave(self, requests: Sequence[PassRequest]) -> list[PassResult]:
         """Run independent passes; the results are in the order of ``requests``."""
@@ -81,7 +84,10 @@ class PassRunner(Protocol):
 def _peak_mem(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    # CPU: the process's peak resident set size (Linux reports KiB).
+    try:  # CPU: the process's peak resident set size (Linux reports KiB); POSIX only
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return 0
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
@@ -105,11 +111,14 @@ class InProcessRunner:
     def __init__(self, system: "RecursiveSystem") -> None:
         self.system = system
 
+    def concurrent(self, requests: Sequence[PassRequest]) -> bool:
+        """Whether to run ``requests`` at the same time: more than one, each on its own CUDA device."""
+        devices = [str(self.system.agents[r.step.agent].device) for r in requests]
+        return len(devices) > 1 and len(set(devices)) == len(devices) and all(d.startswith("cuda") for d in devices)
+
     def run_wave(self, requests: Sequence[PassRequest]) -> list[PassResult]:
         """Run the passes of one wave (concurrently when they sit on different GPUs)."""
-        agents = self.system.agents
-        devices = {str(agents[r.step.agent].device) for r in requests}
-        if len(requests) > 1 and len(devices) == len(requests) and all(d.startswith("cuda") for d in devices):
+        if self.concurrent(requests):
             work = _in_mode(self.run_pass, torch.is_inference_mode_enabled(), torch.is_grad_enabled())
             with ThreadPoolExecutor(max_workers=len(requests)) as pool:
                 return list(pool.map(work, requests))

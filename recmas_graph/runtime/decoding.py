@@ -6,9 +6,10 @@ caller leaves unset, then transformers' global defaults: the priority ``model.ge
 ``top_k=None`` means the model's ``top_k`` (50 when it sets none). Tokens, masks and the stop test
 stay on the device; the loop syncs with the host once per step (to stop when every row is done).
 
-Sampling is per question: row ``i`` draws its Gumbel noise from a counter-based hash of
-``(seeds[i], stream, step, token id)``, so a question's answer depends on its seed, never on the
-batch it sits in, and needs no per-row generator or host round trip.
+Sampling is per question (see :mod:`.sampling`): a question's answer depends on its seed, never on
+the batch it sits in, and needs no per-row generator or host round trip. Options the model's
+generation config can set and that are honoured: ``temperature``, ``top_k``, ``top_p``, ``min_p``,
+``repetition_penalty`` and ``eos_token_id``; ``do_sample`` and the length come from the options.
 
 >>> GenerationOptions(max_new_tokens=8).greedy().do_sample
 False
@@ -16,7 +17,7 @@ False
 
 from __future__ import annotations
 
-import zlib
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,8 +28,10 @@ from torch import nn
 from ..errors import RunError
 from .forward import lm_forward, position_ids_from_mask
 from .prompts import PromptBatch
+from .sampling import row_keys, sample, stream_id
 
-__all__ = ["GenerationOptions", "DecodeResult", "Sampling", "decode", "stream_id", "eos_token_ids"]
+__all__ = ["GenerationOptions", "DecodeResult", "Sampling", "decode", "stream_id", "eos_token_ids", "answer_end_id",
+           "END_OF_TURN_TOKENS"]
 
 #: End-of-turn tokens of common chat templates: decoding also stops at these.
 END_OF_TURN_TOKENS: tuple[str, ...] = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>")
@@ -139,56 +142,6 @@ class DecodeResult:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
-# ------------------------------------------------------------------------------ seeded sampling
-
-_M32 = 0xFFFFFFFF
-
-
-def _mul32(x: Any, c: int) -> Any:
-    """``(x * c) mod 2**32`` for 32-bit ``x`` (an int or an int64 tensor) without int64 overflow."""
-    lo, hi = c & 0xFFFF, c >> 16
-    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
-
-
-def _fmix32(x: Any) -> Any:
-    """murmur3's 32-bit finaliser: a bijective mixer of 32-bit values (ints or int64 tensors)."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x85EBCA6B)
-    x = x ^ (x >> 13)
-    x = _mul32(x, 0xC2B2AE35)
-    return x ^ (x >> 16)
-
-
-def stream_id(*parts: object) -> int:
-    """A 32-bit id of a random stream, e.g. ``stream_id("solver", 3, "decode")``."""
-    return zlib.crc32(":".join(map(str, parts)).encode())
-
-
-def _row_keys(seeds: Sequence[int], stream: int, device: torch.device) -> torch.Tensor:
-    keys = [_fmix32(_fmix32(int(s) & _M32) ^ (stream & _M32)) for s in seeds]
-    return torch.tensor(keys, dtype=torch.long, device=device)  # (B,)
-
-
-def _gumbel(keys: torch.Tensor, step: int, ids: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel noise for (B, k) token ids from each row's key and the step: (B, k) float32."""
-    base = _fmix32(keys ^ _fmix32((step * 0x9E3779B9 + 1) & _M32))  # (B,)
-    h = _fmix32(_fmix32((base[:, None] + _mul32(ids, 0x27D4EB2F)) & _M32))  # (B, k)
-    u = ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))  # (B, k) in (0, 1)
-    return -torch.log(-torch.log(u))
-
-
-def _sample(scores: torch.Tensor, keys: torch.Tensor, step: int, top_k: int) -> torch.Tensor:
-    """One token per row from processed scores (B, V) by the Gumbel-max trick: (B,)."""
-    V = scores.shape[-1]
-    k = min(top_k, V) if top_k else int(torch.isfinite(scores).sum(-1).max())  # candidates: finite scores
-    if k < V:
-        vals, ids = scores.topk(k, dim=-1)  # (B, k)
-    else:
-        vals, ids = scores, torch.arange(V, device=scores.device).expand_as(scores)
-    pick = (vals + _gumbel(keys, step, ids)).argmax(-1, keepdim=True)  # (B, 1)
-    return ids.gather(-1, pick).squeeze(-1)  # (B,)
-
-
 # ------------------------------------------------------------------------------ the loop
 
 
@@ -204,6 +157,34 @@ def eos_token_ids(model: nn.Module, tokenizer: Any) -> list[int]:
     vocab = tokenizer.get_vocab()
     ids.update(int(vocab[t]) for t in END_OF_TURN_TOKENS if t in vocab)
     return sorted(ids)
+
+
+def answer_end_id(tokenizer: Any) -> int | None:
+    """The token that ends an answer: the chat template's end-of-turn token when the tokenizer has a
+    chat template and one of :data:`END_OF_TURN_TOKENS`, else its end-of-sequence token."""
+    if getattr(tokenizer, "chat_template", None):
+        vocab = tokenizer.get_vocab()
+        for token in END_OF_TURN_TOKENS[:3]:  # <|im_end|>, <|eot_id|>, <end_of_turn>
+            if token in vocab:
+                return int(vocab[token])
+    return tokenizer.eos_token_id
+
+
+_STOP_CACHE: "weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]]" = weakref.WeakKeyDictionary()
+
+
+def _stop_criteria(tokenizer: Any, stops: tuple[str, ...]) -> Any:
+    """transformers' ``StopStringCriteria`` for ``stops``, built once per tokenizer (it preprocesses
+    the whole vocabulary)."""
+    from transformers.generation.stopping_criteria import StopStringCriteria
+
+    try:
+        table = _STOP_CACHE.setdefault(tokenizer, {})
+    except TypeError:  # pragma: no cover - a tokenizer that cannot be weakly referenced
+        return StopStringCriteria(tokenizer, list(stops))
+    if stops not in table:
+        table[stops] = StopStringCriteria(tokenizer, list(stops))
+    return table[stops]
 
 
 def _cut_after_stop(text: str, stops: Sequence[str]) -> str:
@@ -238,12 +219,8 @@ def decode(
     settings = Sampling.resolve(options, getattr(model, "generation_config", None))
     processors = settings.processors()
     eos = torch.tensor(list(eos_ids if eos_ids is not None else eos_token_ids(model, tokenizer)), device=device)
-    stop = None
-    if options.stop:
-        from transformers.generation.stopping_criteria import StopStringCriteria
-
-        stop = StopStringCriteria(tokenizer, list(options.stop))
-    keys = None if settings.greedy else _row_keys(list(seeds) if seeds is not None else range(B), stream, device)
+    stop = _stop_criteria(tokenizer, tuple(options.stop)) if options.stop else None
+    keys = None if settings.greedy else row_keys(list(seeds) if seeds is not None else range(B), stream, device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     embed = model.get_input_embeddings()
     N = options.max_new_tokens
@@ -256,7 +233,7 @@ def decode(
     steps = 0
     for t in range(N):
         scores = processors(out[:, :t], logits[:, -1].float())  # (B, V)
-        token = scores.argmax(-1) if keys is None else _sample(scores, keys, t, settings.top_k if settings.top_k else 0)
+        token = scores.argmax(-1) if keys is None else sample(scores, keys, t, settings.top_k)
         token = torch.where(unfinished, token, pad)  # (B,)
         out[:, t] = token
         ended = torch.isin(token, eos) & unfinished

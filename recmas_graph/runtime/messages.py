@@ -37,7 +37,8 @@ class MessageStore:
         try:
             return self._messages[(edge, round)]
         except KeyError:
-            raise KeyError(f"no message on edge {edge!r} from round {round}") from None
+            raise KeyError(f"no message on edge {edge!r} from round {round}: its source pass has not run or the "
+                           f"message was released after its last reader (keep=True keeps every message)") from None
 
     def gather(self, inputs: Sequence[Input]) -> dict[tuple[str, int], Message]:
         """The messages a pass reads, by key."""

@@ -16,9 +16,10 @@ def resolve_placement(spec: TopologySpec, device: str | Mapping[str, str] | None
                       gpus: int | None = None) -> dict[str, str]:
     """Map every agent to a device: explicit map > ``device`` for all > spec ``device`` > automatic.
 
-    Automatic: CPU without CUDA; with CUDA, agents are spread round-robin over the visible GPUs in
-    declaration order, agents sharing a model reference kept together. ``gpus`` overrides the
-    number of visible GPUs (for planning on another machine).
+    Automatic: CPU without CUDA; with CUDA, the distinct models of the automatically placed agents
+    are spread round-robin over the visible GPUs in declaration order, agents sharing a model
+    reference kept together (agents placed explicitly do not shift the others). ``gpus`` overrides
+    the number of visible GPUs (for planning on another machine).
 
     >>> from recmas_graph.topology.spec import TopologyBuilder
     >>> spec = (TopologyBuilder("t").agent("a", role="planner", model="m1").agent("b", role="solver", model="m2")
@@ -33,7 +34,7 @@ def resolve_placement(spec: TopologySpec, device: str | Mapping[str, str] | None
                        culprit="--device", hint=f"use agent names: {', '.join(spec.agent_names)}")
     default = device if isinstance(device, str) else None
     n_gpu = torch.cuda.device_count() if gpus is None else gpus
-    by_model: dict[str, str] = {}
+    auto: dict[str, str] = {}  # model -> device, for automatically placed agents
     placement: dict[str, str] = {}
     for agent in spec.agents:
         chosen = overrides.get(agent.name) or default or agent.device
@@ -41,8 +42,7 @@ def resolve_placement(spec: TopologySpec, device: str | Mapping[str, str] | None
             if n_gpu == 0:
                 chosen = "cpu"
             else:
-                chosen = by_model.get(agent.model) or f"cuda:{len(set(by_model.values())) % n_gpu}"
-        by_model.setdefault(agent.model, chosen)
+                chosen = auto.setdefault(agent.model, f"cuda:{len(auto) % n_gpu}")
         if chosen.startswith("cuda") and n_gpu == 0:
             raise RunError(f"device {chosen!r} requested but CUDA is not available", culprit=f"agent {agent.name!r}",
                            hint=f"use --device cpu (all agents) or --device {agent.name}=cpu, or run on a machine with a GPU")

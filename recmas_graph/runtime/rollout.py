@@ -24,7 +24,8 @@ __all__ = ["latent_rollout", "apply_link"]
 
 
 def apply_link(link: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Run a link on its own device: (..., H_in) -> (..., H_out), returned in ``x``'s dtype."""
+    """Run a link on its own device: (..., H_in) -> (..., H_out). The built-in links compute in their
+    own dtype and return ``x``'s (as the reference casts each adapter's output to the model's)."""
     param = next(link.parameters(), None)
     if param is not None and x.device != param.device:
         x = x.to(param.device)

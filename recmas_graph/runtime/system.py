@@ -111,8 +111,17 @@ class RecursiveSystem(nn.Module):
         or a map agent -> device; ``dtype`` applies to agents whose spec sets none (``None``:
         automatic, float32 on CPU); ``seed`` fixes the random initialisation of links without
         weights; ``on_model(agent, ref)`` reports progress. Link weight files and their shapes are
-        checked before any model loads (when the model sources can tell the hidden sizes).
+        checked before any model loads (when the model sources can tell the hidden sizes). Building
+        always runs outside inference mode, so the links can be trained afterwards.
         """
+        with torch.inference_mode(False):
+            return cls._build(compiled, models=models, model=model, device=device, dtype=dtype, seed=seed,
+                              model_cache=model_cache, on_model=on_model)
+
+    @classmethod
+    def _build(cls, compiled: CompiledTopology, *, models: str | None, model: Mapping[str, str] | None,
+               device: str | Mapping[str, str] | None, dtype: str | None, seed: int, model_cache: ModelCache | None,
+               on_model: Callable[[str, str], None] | None) -> "RecursiveSystem":
         if models not in (None, "tiny"):
             raise RunError(f"unknown models value {models!r}", culprit="--models",
                            hint="use models='tiny' (--models tiny), or model={AGENT: REF} (--model AGENT=REF)")
@@ -257,7 +266,11 @@ class RecursiveSystem(nn.Module):
                                   seeds=seeds, text_message_tokens=text_message_tokens, tool_choice=tool_choice,
                                   use_cache=use_cache, rounds=schedule.rounds, dataset=dataset, keep=keep_messages)
         with torch.inference_mode():
-            return execute(schedule, self.runner, settings, hooks=self.hooks, system=self, keep=keep_messages)
+            result = execute(schedule, self.runner, settings, hooks=self.hooks, system=self, keep=keep_messages)
+        # kept tensors leave inference mode as normal tensors (usable with autograd and in place)
+        result.messages = {k: v.clone() for k, v in result.messages.items()}
+        result.thoughts = {k: v.clone() for k, v in result.thoughts.items()}
+        return result
 
     def answer_loss(
         self,
@@ -274,18 +287,22 @@ class RecursiveSystem(nn.Module):
     ) -> torch.Tensor:
         """Teacher-forced cross-entropy (mean per answer token) of the output agent's ``answers``.
 
-        The schedule runs with autograd: every latent message of every round is computed from the
-        links, so ``loss.backward()`` reaches every outer link and every inner link the schedule
-        uses. Text messages (text edges) are decoded greedily and carry no gradient.
+        The schedule runs with autograd (even when called inside ``torch.inference_mode()``): every
+        latent message of every round is computed from the links, so ``loss.backward()`` reaches every
+        link whose message influences the answer through latent edges, in every round it is used.
+        Text messages (text edges) are decoded greedily and carry no gradient, so a link whose
+        messages only reach the answer through a text edge gets none.
         """
         schedule = self.plan(rounds)
         settings = self._settings(questions, task=task, latent_steps=latent_steps,
                                   generation=GenerationOptions(do_sample=False), seed=seed, seeds=None,
                                   text_message_tokens=text_message_tokens, tool_choice="auto", use_cache=use_cache,
                                   rounds=schedule.rounds, dataset=dataset, targets=answers)
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():
             result = execute(schedule, self.runner, settings, system=self)
-        assert result.loss is not None  # the decode pass scores the targets
+        if result.loss is None:  # pragma: no cover - a runner that ignores the targets
+            raise RunError("the pass runner returned no loss for the decode pass", culprit=type(self.runner).__name__,
+                           hint="a backend must score settings.targets in the decode pass")
         return result.loss
 
 

@@ -2,8 +2,8 @@
 
 :func:`compile_topology` checks everything that needs no weights and reports every problem at
 once: names, edge ends, the output agent, roles, link types and their options, media, model
-references (by their source, e.g. an unknown ``tiny:`` family or ``pkg:`` name), tools, slots;
-then, when those pass, forward cycles and agents that cannot influence the output; then the
+references (by their source, e.g. an unknown ``tiny:`` family or ``pkg:`` name), tools, slots,
+templates, forward cycles and agents that cannot influence the output; then, when those pass, the
 plugins' own checks. The result, a :class:`CompiledTopology`, is the object that is built and run:
 it holds a private copy of the spec, so changing the spec afterwards does not change it.
 This module imports without torch.
@@ -100,7 +100,7 @@ class CompiledTopology:
         try:
             return self.edges[edge_id]
         except KeyError:
-            raise KeyError(f"no edge {edge_id!r}; edges: {', '.join(self.edge_ids)}") from None
+            raise KeyError(f"no edge {edge_id!r}; use one of the edge ids: {', '.join(self.edge_ids)}") from None
 
     @property
     def latent_edges(self) -> list[str]:
@@ -297,8 +297,10 @@ def _check_graph(spec: TopologySpec, graph: nx.MultiDiGraph) -> list[Problem]:
         problems.append(Problem(
             f"edge {last[0]}->{last[1]}", f"forward edges form a cycle: {_cycle_text(list(cycle))}",
             f'mark one edge of the cycle "recursion": true (e.g. {last[0]}->{last[1]}) so it delivers into the next round'))
+    if spec.output not in graph:
+        return problems  # an unknown output is a problem of its own; nothing can be said about reach
     reaches = nx.ancestors(nx.DiGraph(graph), spec.output) | {spec.output}
-    dead = [a for a in spec.agent_names if a not in reaches]
+    dead = [a for a in dict.fromkeys(spec.agent_names) if a not in reaches]
     if dead:
         problems.append(Problem(
             ", ".join(f"agent {a!r}" for a in dead), f"cannot influence the output agent {spec.output!r}",
@@ -309,19 +311,20 @@ def _check_graph(spec: TopologySpec, graph: nx.MultiDiGraph) -> list[Problem]:
 def compile_topology(spec: TopologySpec, catalog: Catalog, *, base_dir: str | Path | None = None) -> CompiledTopology:
     """Validate ``spec`` against ``catalog`` and freeze it into a :class:`CompiledTopology`.
 
-    Raises one :class:`~recmas_graph.errors.TopologyError` listing every problem found (its
+    Every check runs (the graph rules on the edges whose agents exist), then one
+    :class:`~recmas_graph.errors.TopologyError` lists every problem found (its
     ``problems`` attribute holds them as :class:`Problem` objects). ``base_dir`` resolves relative
     link-weight paths.
     """
     spec = spec.model_copy(deep=True)
     problems = _check_names(spec) + _check_registered(spec, catalog) + _check_slots(spec) + _check_templates(spec, catalog)
-    _raise(problems, spec.name)
     graph = nx.MultiDiGraph(name=spec.name)
     for agent in spec.agents:
         graph.add_node(agent.name, agent=agent)
     for i, edge in enumerate(spec.edges):
-        graph.add_edge(edge.source, edge.target, key=i, edge=edge)
-    _raise(_check_graph(spec, graph), spec.name)
+        if edge.source in graph and edge.target in graph:  # edges naming unknown agents are problems already
+            graph.add_edge(edge.source, edge.target, key=i, edge=edge)
+    _raise(problems + _check_graph(spec, graph), spec.name)
     catalog.validate_topology(spec)  # plugins may reject it (hook recmas_validate_topology)
     return CompiledTopology(spec, catalog, graph, tuple(edge_ids(spec)),
                             Path(base_dir) if base_dir is not None else None)

@@ -132,7 +132,9 @@ class EdgeSpec(_Strict):
     target: str
     slot: str | None = Field(
         default=None,
-        description="Slot of the target's role template that receives the message. null: the source's name.",
+        pattern=_NAME_PATTERN,
+        description="Slot of the target's role template that receives the message (a name: letters, digits, '_', "
+        "'-'). null: the source's name.",
     )
     recursion: bool = Field(default=False, description="true: delivers into the next round.")
     medium: Medium = Field(default="latent", description="'latent' (outer(inner(H))) or 'text'.")
