@@ -36,12 +36,16 @@ __all__ = [
     # runtime (imported on first use: these pull in torch and transformers)
     "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "GenerationOptions", "LoadedModel", "ModelCache",
     "load_model",
+    # evaluation (imported on first use)
+    "evaluate", "compare", "EvalReport", "CompareReport",
 ]
 
 _LAZY = {
     "RecursiveSystem": "runtime.system", "RunResult": "runtime.results", "TraceRecord": "runtime.results",
     "Agent": "runtime.agent", "GenerationOptions": "runtime.decoding", "LoadedModel": "runtime.sources.loaded",
     "ModelCache": "runtime.sources.loaded", "load_model": "runtime.sources.loaded",
+    "evaluate": "eval.evaluate", "compare": "eval.compare", "EvalReport": "eval.evaluate",
+    "CompareReport": "eval.compare",
 }
 
 

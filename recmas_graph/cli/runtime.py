@@ -198,7 +198,7 @@ def timing_table(records: list[dict], total: float) -> Table:
         table.add_row(agent, str(rnd), action, f"{row['wall_s']:.2f}", str(row["prompt_tokens"]),
                       str(row["latent_steps"]), str(row["generated_tokens"]), f"{row['peak_mem_bytes'] / 2**20:.0f}")
     devices = sorted({rec["device"] for rec in records})
-    table.caption = (f"total {total:.2f} s on {', '.join(devices) or '-'}; peak MB: per pass on CUDA, "
-                     "the process's peak RSS on CPU")
+    table.caption = (f"total {total:.2f} s on {', '.join(devices) or '-'}; peak MB: the device's peak per pass on "
+                     "CUDA, what the pass added to the resident set on CPU")
     table.caption_justify = "left"
     return table

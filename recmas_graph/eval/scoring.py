@@ -1,12 +1,13 @@
-"""Scoring: answer extraction and scoring (boxed math answers, choice letters, code tests).
+"""Scoring: answer extraction and scoring (boxed math answers, numbers, choice letters, code tests).
 
 Every metric is a :class:`Metric` registered through the ``recmas_metrics`` hook; the built-ins are:
 
-- ``boxed_math``: the last complete ``\\boxed{...}`` of the output, compared to the gold answer after
-  math normalisation (spaces, ``\\left``/``\\right``, ``\\text{}``, dollars, a trailing period,
-  ``\\frac{a}{b}`` vs ``a/b``, thousands separators, trailing units such as ``\\text{ cm}``,
-  degrees and percent signs, ``x = `` before the value) and by exact numeric value (``7 == 7.0``,
-  ``1/2 == 0.5``). There is deliberately no lenient "integer part" rule: ``7.5`` is not ``7``.
+- ``boxed_math``: the last complete ``\\boxed{...}`` of the output, compared to the gold answer by
+  ``math-verify`` (symbolic and numeric equivalence: ``\\dfrac`` and ``\\frac``, ``\\sqrt{27}`` and
+  ``3\\sqrt{3}``, ``1,000`` and ``1000``, units and ``x =``), with a timeout per call. No box: no
+  prediction, incorrect. There is deliberately no lenient "integer part" rule: ``7.5`` is not ``7``.
+- ``gsm8k_number``: the last ``\\boxed{}``, else the last number of the output, equal to the gold
+  number (``math-verify``).
 - ``choice_letter``: a letter A-J (the sample's own letters) from the last ``\\boxed{}`` or from "the answer is X"; when no
   letter is found the output is incorrect (no default letter).
 - ``code_tests``: the last fenced Python block, run with the gold test program in the sandbox
@@ -15,6 +16,9 @@ Every metric is a :class:`Metric` registered through the ``recmas_metrics`` hook
 
 >>> METRICS["boxed_math"].score(r"so the answer is \\boxed{\\frac{1}{2}}.", "0.5").correct
 True
+>>> METRICS["gsm8k_number"].score("She pays 1,200 dollars in total.", "1200").prediction
+'1,200'
+
 >>> METRICS["choice_letter"].score("I am not sure.", "A").correct
 False
 """
@@ -24,8 +28,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
+
+#: Seconds each math-verify parse and comparison may take.
+MATH_TIMEOUT_S = 5
 
 __all__ = [
     "Score",
@@ -33,12 +39,13 @@ __all__ = [
     "METRICS",
     "DEFAULT_METRIC_FOR_TASK",
     "last_boxed",
-    "normalize_math",
     "math_equal",
+    "MATH_TIMEOUT_S",
     "extract_choice",
     "CHOICE_LETTERS",
     "extract_code",
     "score_boxed_math",
+    "score_gsm8k_number",
     "score_choice_letter",
     "score_code_tests",
     "get_metric",
@@ -135,87 +142,34 @@ def _unwrap_macro(text: str, macro: str) -> str:
         text = text[:i] + content + text[end:]
 
 
-def _convert_fracs(text: str) -> str:
-    r"""``\frac{a}{b}`` -> ``a/b`` (``(a)/(b)`` when a part is not a single term); ``\frac12`` too."""
-    text = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", text)
-    text = re.sub(r"\\frac(\d)\{", r"\\frac{\1}{", text)
-    text = re.sub(r"\\frac\{([^{}]*)\}(\d)", r"\\frac{\1}{\2}", text)
-    while True:
-        i = text.rfind("\\frac{")  # innermost last: its arguments contain no further \frac
-        if i < 0:
-            return text
-        num = _balanced(text, i + 5)
-        if num is None or num[1] >= len(text) or text[num[1]] != "{":
-            return text
-        den = _balanced(text, num[1])
-        if den is None:
-            return text
-        a, b = num[0], den[0]
-        simple = re.compile(r"^-?[\w.\\]+$")
-        a_txt = a if simple.match(a) else f"({a})"
-        b_txt = b if simple.match(b) else f"({b})"
-        text = text[:i] + f"{a_txt}/{b_txt}" + text[den[1]:]
-
-
-def normalize_math(answer: str) -> str:
-    r"""Canonical text of a math answer for string comparison.
-
-    >>> normalize_math(r"$\left( 3, \frac{\pi}{2} \right)$.")
-    '(3,\\pi/2)'
-    >>> normalize_math(r"\text{(C)}"), normalize_math("1,000"), normalize_math("x = 5")
-    ('(C)', '1000', '5')
-    """
-    s = answer.strip()
-    s = s.replace("\\$", "").replace("$", "")
-    # units written as a trailing "\text{ cm}" / "\mbox{ inches}^2" (content starting with a space)
-    s = re.sub(r"\\(?:text|mbox)\{\s[^{}]*\}(\^\{?\d\}?)?\s*$", "", s)
-    for macro in ("text", "textbf", "mathrm", "mathbf", "mbox"):
-        s = _unwrap_macro(s, macro)
-    s = s.replace("\\left", "").replace("\\right", "")
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    for latex_space in ("\\!", "\\,", "\\;", "\\:", "\\ ", "~"):
-        s = s.replace(latex_space, "")
-    s = s.replace("^{\\circ}", "").replace("^\\circ", "")
-    s = s.replace("\\%", "").replace("%", "")
-    s = re.sub(r"\\sqrt(\w)", r"\\sqrt{\1}", s)
-    s = re.sub(r"\s+", "", s)
-    s = s.rstrip(".")
-    s = _convert_fracs(s)
-    eq = re.match(r"^[A-Za-z]=(.+)$", s)
-    if eq:
-        s = eq.group(1)
-    while s.startswith("{") and s.endswith("}") and _balanced(s, 0) == (s[1:-1], len(s)):
-        s = s[1:-1]
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
-        s = s.replace(",", "")
-    return s
-
-
-def _number(s: str) -> Fraction | None:
-    """Exact value of a normalised numeric answer (integer, decimal, ``a/b``, ``(a)/(b)``), else None."""
-    m = re.fullmatch(r"\(?(-?[\d.]+)\)?/\(?(-?[\d.]+)\)?", s)
+def _verify_tools() -> tuple[Any, Any, Any]:
     try:
-        if m:
-            den = Fraction(m.group(2))
-            return Fraction(m.group(1)) / den if den != 0 else None
-        if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", s):
-            return Fraction(s)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return None
+        from math_verify import parse, verify
+        from math_verify.parser import ExprExtractionConfig, LatexExtractionConfig
+    except ImportError as err:  # pragma: no cover - exercised when the extra is absent
+        raise ImportError("math scoring needs the math-verify package: pip install 'recmas-graph[eval]'") from err
+    configs = [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=True),
+               ExprExtractionConfig(try_extract_without_anchor=True)]
+    return parse, verify, configs
 
 
-def math_equal(prediction: str, gold: str) -> bool:
-    """Whether two math answers are equal after normalisation, or have the same exact numeric value.
+def math_equal(prediction: str, gold: str, *, timeout_s: int = MATH_TIMEOUT_S) -> bool:
+    """Whether two math answers are equal, by ``math-verify`` (symbolic and numeric equivalence).
 
-    >>> math_equal("7.0", "7"), math_equal(r"\\frac{3}{4}", "3/4"), math_equal("7.5", "7")
+    Both are read as the content of a ``\\boxed{}``; each parse and the comparison have a timeout.
+    There is deliberately no lenient "integer part" rule: ``7.5`` is not ``7``.
+
+    >>> math_equal(r"\\dfrac{1}{2}", "0.5"), math_equal(r"\\sqrt{27}", r"3\\sqrt{3}"), math_equal("7.5", "7")
     (True, True, False)
     """
-    a, b = normalize_math(prediction), normalize_math(gold)
-    if a == b:
-        return True
-    na, nb = _number(a), _number(b)
-    return na is not None and nb is not None and na == nb
+    if not prediction.strip() or not gold.strip():
+        return False
+    parse, verify, configs = _verify_tools()
+    gold_parsed = parse(f"\\boxed{{{gold}}}", configs, parsing_timeout=timeout_s)
+    pred_parsed = parse(f"\\boxed{{{prediction}}}", configs, parsing_timeout=timeout_s)
+    if not gold_parsed or not pred_parsed:
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout_s))
 
 
 _ANSWER_IS_RE = re.compile(
@@ -260,11 +214,26 @@ def extract_code(text: str) -> str | None:
 
 
 def score_boxed_math(output: str, gold: str, meta: Mapping[str, Any]) -> Score:
-    """``boxed_math``: the last complete ``\\boxed{}`` against ``gold`` (math normalisation)."""
+    """``boxed_math``: the last complete ``\\boxed{}`` against ``gold`` (``math-verify``)."""
     pred = last_boxed(output)
     if pred is None:
         return Score(False, None, "no \\boxed{} answer found")
-    return Score(math_equal(pred, gold), pred)
+    return Score(math_equal(pred, gold), pred, "boxed")
+
+
+_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def score_gsm8k_number(output: str, gold: str, meta: Mapping[str, Any]) -> Score:
+    """``gsm8k_number``: the last ``\\boxed{}``, else the last number in the output, against ``gold``."""
+    pred = last_boxed(output)
+    how = "boxed"
+    if pred is None:
+        numbers = _NUMBER_RE.findall(output)
+        if not numbers:
+            return Score(False, None, "no number found")
+        pred, how = numbers[-1].rstrip(","), "last number"
+    return Score(math_equal(pred, gold), pred, how)
 
 
 def score_choice_letter(output: str, gold: str, meta: Mapping[str, Any]) -> Score:
@@ -294,8 +263,10 @@ def score_code_tests(output: str, gold: str, meta: Mapping[str, Any]) -> Score:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("boxed_math", "last \\boxed{} vs gold, math normalisation and exact numeric equality",
+        Metric("boxed_math", "last \\boxed{} vs gold by math-verify (symbolic and numeric equivalence)",
                score_boxed_math, ("math", "reasoning")),
+        Metric("gsm8k_number", "last \\boxed{}, else the last number, vs the gold number (math-verify)",
+               score_gsm8k_number, ("math",)),
         Metric("choice_letter", "letter A-J from the last \\boxed{} or 'the answer is X'; none found: incorrect",
                score_choice_letter, ("choice",)),
         Metric("code_tests", "last fenced Python block + the gold tests, run in the sandbox; passes: correct",

@@ -277,8 +277,11 @@ class Registry:
                             hint=f"give a path to a .json file or one of: {known}")
         return entry.spec, entry.base_dir
 
-    def compile(self, ref: str | Path | TopologySpec | Mapping[str, Any]) -> CompiledTopology:
-        """Resolve ``ref`` (name, path, dict or spec) and compile it against this registry."""
+    def compile(self, ref: str | Path | TopologySpec | Mapping[str, Any] | CompiledTopology) -> CompiledTopology:
+        """Resolve ``ref`` (name, path, dict or spec) and compile it against this registry (a compiled
+        topology is returned as it is)."""
+        if isinstance(ref, CompiledTopology):
+            return ref
         spec, base_dir = self.resolve_topology(ref)
         return compile_topology(spec, self, base_dir=base_dir)
 

@@ -19,6 +19,7 @@ import torch
 
 from ..topology.schedule import Pass
 from .decoding import GenerationOptions, stream_id
+from .memory import PeakMemory
 from .messages import Message
 from .results import TraceRecord
 
@@ -68,6 +69,7 @@ class PassResult:
     thoughts: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     loss_tokens: int = 0
+    row_tokens: list[int] | None = None  # tokens generated for each question in this pass (text and answer)
 
 
 class PassRunner(Protocol):
@@ -79,16 +81,6 @@ class PassRunner(Protocol):
 
     def run_wave(self, requests: Sequence[PassRequest]) -> list[PassResult]:
         """Run independent passes; the results are in the order of ``requests``."""
-
-
-def _peak_mem(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:  # CPU: the process's peak resident set size (Linux reports KiB); POSIX only
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return 0
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def _in_mode(fn: Any, inference: bool, grad: bool) -> Any:
@@ -126,12 +118,16 @@ class InProcessRunner:
 
     def run_pass(self, request: PassRequest) -> PassResult:
         """Build the agent's prompt from its inputs, then think, decode or score as the pass requires."""
+        agent = self.system.agents[request.step.agent]
+        with PeakMemory(agent.device) as peak:
+            result = self._run_pass(request, agent)
+        result.record.peak_mem_bytes = peak.bytes  # CUDA: the device's peak; CPU: the increase during the pass
+        return result
+
+    def _run_pass(self, request: PassRequest, agent: Any) -> PassResult:
         step, s = request.step, request.settings
         system = self.system
-        agent = system.agents[step.agent]
         device = agent.device
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         latent: dict[str, torch.Tensor] = {}
         text: dict[str, list[str]] = {}
@@ -150,6 +146,7 @@ class InProcessRunner:
         messages: dict[str, Message] = {}
         answers = counts = thoughts = loss = None
         loss_tokens = generated = 0
+        rows = [0] * len(s.questions)
         tool_calls: list[dict[str, Any]] = []
         if step.decode and s.targets is not None:
             loss, loss_tokens = agent.answer_loss(prompt, s.targets)
@@ -158,6 +155,7 @@ class InProcessRunner:
                                    tool_choice=s.tool_choice, use_tools=True)
             answers, counts, tool_calls = decoded.texts, decoded.generated_tokens, decoded.tool_calls
             generated = sum(counts)
+            rows = [a + b for a, b in zip(rows, counts)]
         if step.latent:
             thoughts = agent.think(prompt, s.latent_steps, system.inner_links[step.agent], use_cache=s.use_cache)
             for edge_id in step.outputs:
@@ -170,12 +168,14 @@ class InProcessRunner:
                 if system.compiled.edge(edge_id).medium == "text":
                     messages[edge_id] = decoded.texts
             generated += sum(decoded.generated_tokens)
+            rows = [a + b for a, b in zip(rows, decoded.generated_tokens)]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         record = TraceRecord(
             agent=step.agent, round=step.round, action=step.action, device=str(device),
             wall_s=time.perf_counter() - t0, batch_size=len(s.questions), prompt_tokens=prompt.tokens,
             latent_steps=s.latent_steps if step.latent else 0, generated_tokens=generated,
-            peak_mem_bytes=_peak_mem(device), tool_calls=tool_calls,
+            peak_mem_bytes=0, tool_calls=tool_calls,
         )
-        return PassResult(messages, record, answers, counts, thoughts if s.keep_thoughts else None, loss, loss_tokens)
+        return PassResult(messages, record, answers, counts, thoughts if s.keep_thoughts else None, loss, loss_tokens,
+                          rows)

@@ -37,7 +37,7 @@ def execute(schedule: Schedule, runner: PassRunner, settings: RunSettings, *, ho
     """
     questions = list(settings.questions)
     store = MessageStore(schedule.consumer_counts(), keep=keep)
-    result = RunResult(questions, [], [], [], 0.0)
+    result = RunResult(questions, [], [], [], 0.0, question_tokens=[0] * len(questions))
     start = time.perf_counter()
     hooks.recmas_run_start(system=system, questions=questions)
     for wave in schedule.waves:
@@ -59,6 +59,8 @@ def execute(schedule: Schedule, runner: PassRunner, settings: RunSettings, *, ho
                 result.answers = outcome.answers or []
                 result.generated_tokens = outcome.generated_tokens or []
                 result.loss = outcome.loss
+            if outcome.row_tokens:
+                result.question_tokens = [a + b for a, b in zip(result.question_tokens, outcome.row_tokens)]
             result.trace.append(outcome.record)
             hooks.recmas_after_pass(system=system, step=step, record=outcome.record.as_dict())
     result.wall_s = time.perf_counter() - start

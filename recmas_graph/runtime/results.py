@@ -38,7 +38,8 @@ class RunResult:
     ``messages[(edge_id, source_round)]`` is a latent message (B, m, H_target) on the CPU,
     ``texts[(edge_id, source_round)]`` a text message (one string per question) and
     ``thoughts[(agent, round)]`` an agent's latent thoughts (B, m, H) on the CPU. Text messages
-    are always kept (they are small and tell what the agents said).
+    are always kept (they are small and tell what the agents said). ``generated_tokens`` counts each
+    answer's tokens; ``question_tokens`` every token generated for the question (text messages too).
     """
 
     questions: list[str]
@@ -50,6 +51,12 @@ class RunResult:
     texts: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     thoughts: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
     loss: torch.Tensor | None = None
+    question_tokens: list[int] = field(default_factory=list)  # every token generated for each question
+
+    @property
+    def latent_steps(self) -> int:
+        """Latent steps run for each question (all passes together)."""
+        return sum(r.latent_steps for r in self.trace)
 
     @property
     def tool_calls(self) -> list[dict[str, Any]]:

@@ -39,13 +39,13 @@ from .sources.tiny import tiny_counterpart
 from .texts import agent_role
 from .tooluse import ToolPolicy
 
-__all__ = ["RecursiveSystem"]
+__all__ = ["RecursiveSystem", "resolve_generation"]
 
 _GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
                       "stop")
 
 
-def _generation(generation: GenerationOptions | None, overrides: Mapping[str, Any],
+def resolve_generation(generation: GenerationOptions | None, overrides: Mapping[str, Any],
                 settings: SettingsSpec | None = None) -> GenerationOptions:
     """``generation`` (default: the reference's, with the topology's ``settings`` for the task on top)
     with keyword overrides; ``greedy=True`` turns sampling off."""
@@ -80,6 +80,8 @@ class RecursiveSystem(nn.Module):
         self.outer_links = nn.ModuleDict(dict(outer_links))
         self.hooks = hooks if hooks is not None else NO_HOOKS
         self.runner: PassRunner = InProcessRunner(self)
+        #: How :meth:`build` was called (models, model, device, dtype, seed), for records of the run.
+        self.build_options: dict[str, Any] = {}
 
     @property
     def spec(self) -> TopologySpec:
@@ -174,6 +176,8 @@ class RecursiveSystem(nn.Module):
             tools = (ToolPolicy({n: catalog.tools[n] for n in a.tools}, _protocol(role)) if a.tools else None)
             agents[a.name] = Agent(a, loaded[a.name], role, tools=tools)
         system = cls(compiled, agents, inner, outer, hooks=getattr(catalog, "hooks", None))
+        system.build_options = {"models": models, "model": dict(model or {}), "device": device, "dtype": dtype,
+                                "seed": seed}
         for agent in agents.values():
             system.hooks.recmas_agent_built(agent=agent)
         return system
@@ -260,7 +264,7 @@ class RecursiveSystem(nn.Module):
         ``tool_choice="required"`` opens a call of the output agent's first tool at the start of
         its answer.
         """
-        options = _generation(generation, generation_options, self.spec.settings_for(task, dataset))
+        options = resolve_generation(generation, generation_options, self.spec.settings_for(task, dataset))
         schedule = self.plan(rounds)
         settings = self._settings(questions, task=task, latent_steps=latent_steps, generation=options, seed=seed,
                                   seeds=seeds, text_message_tokens=text_message_tokens, tool_choice=tool_choice,

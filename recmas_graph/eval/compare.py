@@ -1,0 +1,160 @@
+"""Compare systems (and their baselines) on one dataset: a table, CSV, JSON, a plot and paired tests.
+
+:func:`compare` evaluates each system resumably into ``DIR/<system>/`` (see :func:`evaluate`),
+adds the ``single`` and ``text`` baselines of each topology when asked, and writes
+``DIR/compare.json`` (one row per system), ``DIR/compare.csv`` and ``DIR/compare.png``. Every pair of
+systems evaluated on the same samples gets McNemar's exact test, so a real difference can be told
+from noise.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..plugins.manager import Registry, default_registry
+from ..topology.compile import compile_topology
+from .baselines import BASELINES, baseline, baseline_label
+from .datasets import Dataset
+from .evaluate import EvalProgress, EvalReport, evaluate
+from .records import write_json_atomic
+from .stats import mcnemar_exact, paired_counts
+
+__all__ = ["CompareReport", "compare", "ROW_KEYS"]
+
+#: The keys of every row of compare.json / compare.csv.
+ROW_KEYS = ("system", "accuracy", "ci_low", "ci_high", "n", "wall_s", "per_sample_s", "generated_tokens",
+            "latent_steps", "peak_mem_bytes")
+
+
+@dataclass
+class CompareReport:
+    """A comparison: one row per system (``ROW_KEYS`` + ``paired``), the evaluations, the files written."""
+
+    rows: list[dict[str, Any]]
+    reports: dict[str, EvalReport]
+    out: Path
+    plot: Path | None
+
+    def row(self, system: str) -> dict[str, Any]:
+        """The row of ``system``."""
+        return next(r for r in self.rows if r["system"] == system)
+
+
+def _folder_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", label)
+
+
+def _entries(systems: Sequence[Any], registry: Registry, baselines: bool) -> list[tuple[str, Any]]:
+    entries: list[tuple[str, Any]] = []
+    for item in systems:
+        label, ref = item if isinstance(item, tuple) else (None, item)
+        compiled = ref.compiled if hasattr(ref, "compiled") else registry.compile(ref)
+        name = label or compiled.spec.name
+        entries.append((name, ref if hasattr(ref, "compiled") else compiled))
+        if baselines:  # compiled against the same registry and folder (relative link weights keep working)
+            entries += [(baseline_label(name, b), compile_topology(baseline(compiled.spec, b), registry,
+                                                                   base_dir=compiled.base_dir)) for b in BASELINES]
+    seen: set[str] = set()
+    for name, _ in entries:
+        if name in seen:
+            raise ValueError(f"two systems are called {name!r}; give them labels: compare([('a', ...), ('b', ...)])")
+        seen.add(name)
+    return entries
+
+
+def compare(
+    systems: Sequence[Any],
+    dataset: str | Dataset,
+    *,
+    out: str | Path,
+    baselines: bool = True,
+    registry: Registry | None = None,
+    build: Mapping[str, Any] | None = None,
+    progress: Callable[[EvalProgress], None] | None = None,
+    on_system: Callable[[str, int, int], None] | None = None,
+    **options: Any,
+) -> CompareReport:
+    """Evaluate every system of ``systems`` (topology references, built systems, or ``(label, ref)``
+    pairs) on ``dataset`` and compare them; ``baselines`` adds each topology's ``single`` and
+    ``text`` baselines. ``options`` go to :func:`evaluate` (``limit``, ``batch_size``, ``generation``,
+    ...). One model cache serves every system, so a model shared by several loads once."""
+    from ..runtime.sources.loaded import ModelCache
+
+    registry = registry or default_registry()
+    folder = Path(out)
+    entries = _entries(systems, registry, baselines)
+    build = dict(build or {})
+    build.setdefault("model_cache", ModelCache(registry.model_sources))
+    reports: dict[str, EvalReport] = {}
+    for i, (name, ref) in enumerate(entries):
+        if on_system is not None:
+            on_system(name, i, len(entries))
+        reports[name] = evaluate(ref, dataset, out=folder / _folder_name(name), registry=registry, build=build,
+                                 label=name, progress=progress, **options)
+    rows = _rows(reports)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "compare.json", rows)
+    with (folder / "compare.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(ROW_KEYS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row[k] for k in ROW_KEYS})
+    plot = _plot(rows, folder / "compare.png")
+    return CompareReport(rows, reports, folder, plot)
+
+
+def _rows(reports: Mapping[str, EvalReport]) -> list[dict[str, Any]]:
+    correct = {name: r.correct_by_id for name, r in reports.items()}
+    rows = []
+    for name, report in reports.items():
+        s = report.summary
+        row = {k: s.get(k) for k in ROW_KEYS if k != "system"}
+        row = {"system": name, **row}
+        row["paired"] = {}
+        for other in reports:
+            if other == name:
+                continue
+            n, b, c = paired_counts(correct[name], correct[other])
+            row["paired"][other] = {"n": n, "only_this": b, "only_other": c, "p_value": mcnemar_exact(b, c)}
+        rows.append(row)
+    return rows
+
+
+def _plot(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """Accuracy (with its interval) against wall time, and generated tokens per system; ``None`` without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = [r["system"] for r in rows]
+    acc = [r["accuracy"] or 0.0 for r in rows]
+    lo = [max(0.0, a - (r["ci_low"] if r["ci_low"] is not None else a)) for a, r in zip(acc, rows)]
+    hi = [max(0.0, (r["ci_high"] if r["ci_high"] is not None else a) - a) for a, r in zip(acc, rows)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, row in enumerate(rows):
+        left.errorbar(row["wall_s"], acc[i], yerr=[[lo[i]], [hi[i]]], fmt="o", capsize=4, label=names[i])
+    left.legend(fontsize=8, loc="best")
+    left.set_xlabel("wall time (s, all samples)")
+    left.set_ylabel("accuracy (95% bootstrap interval)")
+    left.set_ylim(-0.02, 1.02)
+    left.set_title("accuracy against time")
+    left.grid(alpha=0.3)
+    right.bar(range(len(rows)), [r["generated_tokens"] for r in rows], color="#4a6fa5")
+    right.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
+    right.set_ylabel("generated tokens (all samples)")
+    right.set_title("tokens per system")
+    right.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{rows[0]['n'] if rows else 0} samples per system", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,238 @@
+"""Evaluate a system on a dataset: per-sample records, a summary, resume after any interruption.
+
+:func:`evaluate` runs a system (or a topology it builds) on the samples of a dataset batch by batch,
+scores each answer with the dataset's metric (retrying answers that lack their final format, as the
+reference does, when asked), and writes ``DIR/results.jsonl`` (one record per sample, appended and
+synced as each batch finishes) and ``DIR/summary.json``. Running it again on the same folder
+resumes; a changed configuration is refused. The library never prints: ``progress`` receives an
+:class:`EvalProgress` after each batch.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunError
+from ..plugins.manager import Registry, default_registry
+from ..topology.spec import TopologySpec, dump_topology
+from .datasets import Dataset, Sample, resolve_dataset, select_samples
+from .records import RunFolder, write_json_atomic
+from .retry import needs_retry, retry_answers
+from .scoring import Metric, get_metric
+from .stats import bootstrap_ci
+
+__all__ = ["EvalProgress", "EvalReport", "evaluate", "summarize", "reference_style"]
+
+#: Record keys, in order (every line of results.jsonl has them).
+RECORD_KEYS = ("id", "question", "gold", "prediction", "correct", "output", "generated_tokens", "latent_steps",
+               "wall_s", "messages", "retried", "extraction", "task", "answer_tokens")
+
+
+@dataclass(frozen=True)
+class EvalProgress:
+    """Where an evaluation stands after a batch: samples ``done`` of ``total``, how many ``correct``."""
+
+    system: str
+    done: int
+    total: int
+    correct: int
+    wall_s: float
+
+
+@dataclass
+class EvalReport:
+    """An evaluation's outcome: its folder, every record (in dataset order) and the summary."""
+
+    system: str
+    dataset: str
+    out: Path
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    @property
+    def accuracy(self) -> float | None:
+        """Fraction of correct samples (``None`` when there are none)."""
+        return self.summary["accuracy"]
+
+    @property
+    def correct_by_id(self) -> dict[str, bool]:
+        """Sample id -> correct (for paired tests)."""
+        return {str(r["id"]): bool(r["correct"]) for r in self.records}
+
+
+def reference_style(spec: TopologySpec) -> bool:
+    """Whether the output agent uses a ``reference:*`` role (the official evaluation's retry applies)."""
+    return spec.agent(spec.output).role.startswith("reference:")
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for package in ("recmas-graph", "torch", "transformers", "math-verify"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "-"
+    return found
+
+
+def _unique_ids(samples: Sequence[Sample]) -> list[tuple[str, Sample]]:
+    seen: dict[str, int] = {}
+    out = []
+    for sample in samples:
+        n = seen.get(sample.id, 0) + 1
+        seen[sample.id] = n
+        out.append((sample.id if n == 1 else f"{sample.id}#{n}", sample))
+    return out
+
+
+def summarize(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any], *, seed: int = 0) -> dict[str, Any]:
+    """The summary of ``records``: accuracy with a 95% bootstrap interval, counts, time, tokens, memory."""
+    n = len(records)
+    correct = [bool(r["correct"]) for r in records]
+    lo, hi = bootstrap_ci(correct, seed=seed)
+    wall = sum(float(r["wall_s"]) for r in records)
+    return {
+        "accuracy": (sum(correct) / n) if n else None, "n": n, "ci_low": lo, "ci_high": hi,
+        "correct": sum(correct), "incorrect": n - sum(correct),
+        "no_prediction": sum(1 for r in records if r["prediction"] is None),
+        "retried": sum(1 for r in records if r.get("retried")),
+        "wall_s": round(wall, 4), "per_sample_s": round(wall / n, 4) if n else None,
+        "generated_tokens": sum(int(r["generated_tokens"]) for r in records),
+        "answer_tokens": sum(int(r.get("answer_tokens", 0)) for r in records),
+        "latent_steps": sum(int(r["latent_steps"]) for r in records),
+        "peak_mem_bytes": max((int(r.get("peak_mem_bytes", 0)) for r in records), default=0),
+        "config": dict(config), "hash": config.get("hash"), "seed": seed, "versions": _versions(),
+    }
+
+
+def evaluate(
+    system_or_topology: Any,
+    dataset: str | Dataset,
+    *,
+    out: str | Path,
+    registry: Registry | None = None,
+    limit: int | None = None,
+    split: str | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    fields: Mapping[str, str] | None = None,
+    task: str | None = None,
+    batch_size: int = 8,
+    resume: bool = True,
+    overwrite: bool = False,
+    retry: bool | None = None,
+    metric: str | None = None,
+    build: Mapping[str, Any] | None = None,
+    rounds: int | None = None,
+    latent_steps: int | None = None,
+    generation: Mapping[str, Any] | None = None,
+    text_message_tokens: int = 256,
+    label: str | None = None,
+    progress: Callable[[EvalProgress], None] | None = None,
+) -> EvalReport:
+    """Run ``system_or_topology`` on ``dataset`` and score it; write and return the records and summary.
+
+    ``system_or_topology`` is a built :class:`~recmas_graph.runtime.RecursiveSystem` or anything
+    :func:`recmas_graph.compile` takes (then built with ``build``: ``models``, ``model``,
+    ``device``, ``dtype``, ``seed``, ``model_cache``). ``dataset`` is a name, ``jsonl:PATH``,
+    ``hf:NAME`` or ``mmlu:SUBJECT`` (``split``, ``fields``, ``task`` as in
+    :func:`~recmas_graph.eval.datasets.resolve_dataset`); ``limit`` samples after a ``shuffle``
+    seeded by ``seed``. Sample ``i`` decodes with seed ``seed + i``. ``retry`` (default: on for the
+    reference styles) applies the reference's answer retry. ``generation`` holds decoding options
+    (``greedy``, ``max_new_tokens``, ...) on top of the topology's settings for the dataset.
+    """
+    from ..runtime.system import RecursiveSystem
+
+    registry = registry or default_registry()
+    if batch_size < 1:
+        raise RunError(f"batch_size must be at least 1, got {batch_size}", culprit="--batch-size")
+    data = resolve_dataset(dataset, registry, split=split, task=task, fields=fields)
+    scorer: Metric = get_metric(metric or data.metric_name, registry)
+    samples = _unique_ids(select_samples(data, limit=limit, shuffle=shuffle, seed=seed))
+    built: RecursiveSystem | None = system_or_topology if isinstance(system_or_topology, RecursiveSystem) else None
+    compiled = built.compiled if built is not None else registry.compile(system_or_topology)  # names, specs, ...
+    spec = compiled.spec
+    name = label or spec.name
+    build_options = {k: v for k, v in dict(build or {}).items() if k != "model_cache"}
+    use_retry = reference_style(spec) if retry is None else retry
+    config = {
+        "system": name, "topology": json.loads(dump_topology(spec)),
+        "build": build_options if built is None else getattr(built, "build_options", {}),
+        "dataset": {"name": data.name, "split": split, "limit": limit, "shuffle": shuffle, "seed": seed,
+                    "fields": dict(fields or {}), "n": len(samples)},
+        "run": {"rounds": rounds, "latent_steps": latent_steps, "generation": dict(generation or {}),
+                "text_message_tokens": text_message_tokens, "retry": use_retry, "metric": scorer.name},
+    }
+    with RunFolder.open(out, config, resume=resume, overwrite=overwrite) as folder:
+        order = {sid: i for i, (sid, _) in enumerate(samples)}
+        pending = [(sid, s) for sid, s in samples if sid not in folder.records]
+        start = time.perf_counter()
+        if pending and built is None:
+            built = compiled.build(**dict(build or {}))
+        by_task: dict[str, list[tuple[str, Sample]]] = {}
+        for item in pending:
+            by_task.setdefault(item[1].task, []).append(item)
+        for sample_task, items in by_task.items():
+            for i in range(0, len(items), batch_size):
+                batch = items[i : i + batch_size]
+                folder.append(_run_batch(built, batch, order, sample_task, data, scorer, seed=seed, rounds=rounds,
+                                         latent_steps=latent_steps, generation=dict(generation or {}),
+                                         text_message_tokens=text_message_tokens, retry=use_retry))
+                if progress is not None:
+                    done = [r for r in folder.records.values()]
+                    progress(EvalProgress(name, len(done), len(samples), sum(1 for r in done if r["correct"]),
+                                          time.perf_counter() - start))
+        records = sorted((r for sid, r in folder.records.items() if sid in order), key=lambda r: order[str(r["id"])])
+        summary = summarize(records, folder.config, seed=seed)
+        write_json_atomic(folder.summary_path, summary)
+        return EvalReport(name, data.name, folder.path, records, summary)
+
+
+def _run_batch(system: Any, batch: Sequence[tuple[str, Sample]], order: Mapping[str, int], task: str,
+               data: Dataset, scorer: Metric, *, seed: int, rounds: int | None, latent_steps: int | None,
+               generation: Mapping[str, Any], text_message_tokens: int, retry: bool) -> list[dict[str, Any]]:
+    """Run, retry, score one batch of samples; their records."""
+    seeds = [seed + order[sid] for sid, _ in batch]
+    t0 = time.perf_counter()
+    result = system.run([s.as_question() for _, s in batch], task=task, dataset=data.name, rounds=rounds,
+                        latent_steps=latent_steps, seeds=seeds, text_message_tokens=text_message_tokens,
+                        **generation)
+    outputs = list(result.answers)
+    retried = [False] * len(batch)
+    if retry:
+        pending = [j for j, (_, s) in enumerate(batch)
+                   if needs_retry(outputs[j], task, str(s.meta.get("letters") or "") or None)]
+        if pending:
+            options = _options_of(system, task, data.name, generation)
+            again = retry_answers(system, [outputs[j] for j in pending], task, generation=options,
+                                  seeds=[seeds[j] for j in pending])
+            for j, text in zip(pending, again):
+                outputs[j], retried[j] = text, True
+    wall = (time.perf_counter() - t0) / len(batch)
+    peak = max((r.peak_mem_bytes for r in result.trace), default=0)
+    records = []
+    for j, (sid, sample) in enumerate(batch):
+        score = scorer.score(outputs[j], sample.gold, sample.meta)
+        records.append({
+            "id": sid, "question": sample.question, "gold": sample.gold, "prediction": score.prediction,
+            "correct": bool(score.correct), "output": outputs[j],
+            "generated_tokens": result.question_tokens[j] if result.question_tokens else result.generated_tokens[j],
+            "latent_steps": result.latent_steps, "wall_s": round(wall, 4),
+            "messages": {f"{edge}@{r}": texts[j] for (edge, r), texts in result.texts.items()},
+            "retried": retried[j], "extraction": score.detail, "task": task,
+            "answer_tokens": result.generated_tokens[j], "peak_mem_bytes": peak,
+        })
+    return records
+
+
+def _options_of(system: Any, task: str, dataset: str, overrides: Mapping[str, Any]) -> Any:
+    """The generation options a run used (for the retry, which decodes with the same settings)."""
+    from ..runtime.system import resolve_generation
+
+    return resolve_generation(None, overrides, system.spec.settings_for(task, dataset))
