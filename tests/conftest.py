@@ -20,3 +20,23 @@ def registry() -> Registry:
     set_default_registry(reg)
     yield reg
     set_default_registry(None)
+
+
+@pytest.fixture
+def interrupt_run(monkeypatch: pytest.MonkeyPatch):
+    """``interrupt_run(at=N)``: the N-th ``RecursiveSystem.run`` call raises KeyboardInterrupt (Ctrl-C)."""
+    from recmas_graph.runtime.system import RecursiveSystem
+
+    def install(at: int = 2) -> None:
+        calls = {"n": 0}
+        original = RecursiveSystem.run
+
+        def interrupted(self, questions, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == at:
+                raise KeyboardInterrupt
+            return original(self, questions, **kwargs)
+
+        monkeypatch.setattr(RecursiveSystem, "run", interrupted)
+
+    return install

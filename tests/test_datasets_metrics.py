@@ -28,7 +28,6 @@ from recmas_graph.eval.scoring import (
     get_metric,
     last_boxed,
     math_equal,
-    normalize_math,
 )
 from recmas_graph.plugins.manager import Registry
 
@@ -188,9 +187,11 @@ def test_last_boxed_balanced_braces() -> None:
     (r"\text{Evelyn}", "Evelyn"), ("x = 5", "5"), (r"90^\circ", "90"), (r"5.4 \text{ cents}", "5.4"),
     (r"\$18.90", "18.9"), (r"\sqrt2", r"\sqrt{2}"), ("-0.5", r"-\frac{1}{2}"), (r"\frac{9}{19}", r"\frac9{19}"),
     ("2 + 3x", "2+3x"), ("{5}", "5"),
+    (r"\frac{2}{4}", r"\frac{1}{2}"), (r"\dfrac{3}{4}", r"\frac{3}{4}"), (r"\sqrt{27}", r"3\sqrt{3}"),
+    (r"\tfrac{1}{3}", r"\frac{2}{6}"),
 ])
 def test_math_equal_positive(pred: str, gold: str) -> None:
-    assert math_equal(pred, gold), (normalize_math(pred), normalize_math(gold))
+    assert math_equal(pred, gold)
 
 
 @pytest.mark.parametrize("pred,gold", [
@@ -265,3 +266,51 @@ def test_default_metric_per_task() -> None:
     assert Dataset("c", "choice", "", lambda: []).metric_name == "choice_letter"
     assert Dataset("k", "code", "", lambda: []).metric_name == "code_tests"
     assert Dataset("x", "math", "", lambda: [], metric="choice_letter").metric_name == "choice_letter"
+
+
+# --------------------------------------------------------------------------- scorers on real samples
+
+
+def test_scorers_on_real_samples_of_their_datasets() -> None:
+    gsm = BUILTIN_DATASETS["gsm8k"].load(1)[0]
+    metric = METRICS[BUILTIN_DATASETS["gsm8k"].metric_name]
+    assert metric.name == "gsm8k_number"
+    assert metric.score(f"Step by step... so she makes ${int(gsm.gold):,} in total.", gsm.gold).correct
+    assert metric.score(f"\\boxed{{{gsm.gold}}}", gsm.gold).prediction == gsm.gold
+    assert not metric.score("no number at all", gsm.gold).correct
+    m500 = BUILTIN_DATASETS["math500"].load(3)
+    for s in m500:
+        assert METRICS["boxed_math"].score(f"Therefore \\boxed{{{s.gold}}}.", s.gold, s.meta).correct, s.gold
+    arc = BUILTIN_DATASETS["arc_easy"].load(1)[0]
+    wrong = next(letter for letter in arc.meta["letters"] if letter != arc.gold)
+    choice = METRICS["choice_letter"]
+    assert choice.score(f"Looking at each option, I think the answer is {arc.gold}.", arc.gold, arc.meta).correct
+    assert not choice.score(f"\\boxed{{{wrong}}}", arc.gold, arc.meta).correct
+    assert choice.score("I cannot tell.", arc.gold, arc.meta).prediction is None
+
+
+def test_a_letter_buried_in_prose_and_choices_past_e(registry: Registry) -> None:
+    m = METRICS["choice_letter"]
+    ten = {"letters": "ABCDEFGHIJ"}
+    assert m.score("Options A and B are tempting, but after checking the units the answer is (G), clearly.", "G",
+                   ten).correct
+    assert m.score(r"... \boxed{J}", "J", ten).prediction == "J"
+    assert m.score("Answer: F", "F", ten).correct
+    assert m.score(r"\boxed{F}", "F", {"letters": "ABCD"}).prediction is None  # not an option of this question
+
+
+@pytest.mark.skipif(os.name != "posix", reason="code runs in the POSIX sandbox")
+def test_code_that_hangs_allocates_or_reads_outside_its_folder_fails() -> None:
+    m = METRICS["code_tests"]
+    tests = "assert f(1) == 1\n"
+    hang = m.score("```python\ndef f(x):\n    while True:\n        pass\n```", tests, {"timeout_s": 1})
+    assert not hang.correct and hang.detail.startswith(("timeout", "cpu"))
+    hog = m.score("```python\nblob = bytearray(4 * 2**30)\ndef f(x):\n    return x\n```", tests, {"memory_mb": 256})
+    assert not hog.correct and ("memory" in hog.detail or "MemoryError" in hog.detail)
+    secret = Path(os.path.expanduser("~")) / ".recmas_sandbox_probe"
+    secret.write_text("1")
+    try:
+        reader = m.score(f"```python\ndef f(x):\n    return int(open({str(secret)!r}).read())\n```", tests)
+        assert not reader.correct, reader.detail
+    finally:
+        secret.unlink()

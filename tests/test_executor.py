@@ -656,17 +656,8 @@ def test_batch_failure_keeps_finished_answers_and_names_the_batch(tmp_path: Path
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["1"]
 
 
-def test_ctrl_c_keeps_the_answers_and_leaves_no_empty_files(tmp_path: Path, capsys, monkeypatch) -> None:
-    calls = {"n": 0}
-    original = RecursiveSystem.run
-
-    def interrupted(self, questions, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, questions, **kwargs)
-
-    monkeypatch.setattr(RecursiveSystem, "run", interrupted)
+def test_ctrl_c_keeps_the_answers_and_leaves_no_empty_files(tmp_path: Path, capsys, interrupt_run) -> None:
+    interrupt_run(at=2)
     out, trace = tmp_path / "answers.jsonl", tmp_path / "trace.jsonl"
     args = ["run", "distillation", "--models", "tiny", "-q", "first?", "-q", "second?", "--batch-size", "1",
             "--rounds", "1", "--latent-steps", "1", "--max-new-tokens", "2"]
@@ -674,7 +665,7 @@ def test_ctrl_c_keeps_the_answers_and_leaves_no_empty_files(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert "interrupted" in err and "kept 1 of 2" in err and "Traceback" not in err
     assert len(out.read_text().splitlines()) == 1
-    calls["n"] = 1  # interrupted at the first batch: nothing to keep, no file written
+    interrupt_run(at=1)  # interrupted at the first batch: nothing to keep, no file written
     out2 = tmp_path / "none.jsonl"
     assert main(args + ["-o", str(out2)]) == 130
     assert not out2.exists() and "kept 0 of 2" in capsys.readouterr().err

@@ -55,9 +55,10 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _interrupted(out: Path) -> typer.Exit:
-    err_console.print(Text(f"interrupted: the finished samples are kept in {out}; run the same command again to "
-                           "resume", style="bold yellow"))
+def _interrupted(out: Path, last: dict[str, Any]) -> typer.Exit:
+    done = f"{last['done']} of {last['total']} samples of {last['system']} done" if last else "no samples done"
+    err_console.print(Text(f"interrupted: {done}; the finished samples are kept in {out}; run the same command "
+                           "again to resume", style="bold yellow"), soft_wrap=True)
     return typer.Exit(130)
 
 
@@ -97,17 +98,19 @@ def eval_command(
     options = _options(limit, split, shuffle, seed, field, task, batch_size, overwrite, retry, metric, rounds,
                        latent_steps, greedy, temperature, top_p, top_k, max_new_tokens, text_message_tokens,
                        models, model, device, dtype)
+    last: dict[str, Any] = {}
     try:
         with _progress() as progress:
             bar = progress.add_task(topology, total=None, note="")
 
             def report(event: Any) -> None:
+                last.update(system=event.system, done=event.done, total=event.total)
                 progress.update(bar, total=event.total, completed=event.done,
                                 note=f"{event.correct}/{event.done} correct")
 
             result = evaluate(topology, dataset, out=out, registry=default_registry(), progress=report, **options)
     except KeyboardInterrupt:
-        raise _interrupted(out) from None
+        raise _interrupted(out, last) from None
     s = result.summary
     table = Table(title=f"{result.system} on {result.dataset}", title_justify="left")
     for col in ("acc %", "95% CI", "n", "wall s", "s/q", "tokens", "latent", "retried"):
@@ -156,6 +159,7 @@ def compare_command(
     options = _options(limit, split, shuffle, seed, field, task, batch_size, overwrite, retry, metric, rounds,
                        latent_steps, greedy, temperature, top_p, top_k, max_new_tokens, text_message_tokens,
                        models, model, device, dtype)
+    last: dict[str, Any] = {}
     try:
         with _progress() as progress:
             bar = progress.add_task("", total=None, note="")
@@ -164,13 +168,14 @@ def compare_command(
                 progress.update(bar, description=f"{name} ({i + 1}/{n})", completed=0, total=None, note="")
 
             def report(event: Any) -> None:
+                last.update(system=event.system, done=event.done, total=event.total)
                 progress.update(bar, total=event.total, completed=event.done,
                                 note=f"{event.correct}/{event.done} correct")
 
             result = compare(topologies, dataset, out=out, baselines=baselines, registry=default_registry(),
                              progress=report, on_system=on_system, **options)
     except KeyboardInterrupt:
-        raise _interrupted(out) from None
+        raise _interrupted(out, last) from None
     for table in compare_tables(result.rows):
         console.print(table)
     written = [result.out / "compare.csv", result.out / "compare.json"] + ([result.plot] if result.plot else [])

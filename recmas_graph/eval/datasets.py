@@ -359,7 +359,8 @@ def read_jsonl_samples(path: str | Path, *, default_task: str = "math",
                                    hint='write {"question": ..., "answer": ...} objects')
             missing = [names[k] for k in ("question", "answer") if names[k] not in record]
             if missing:
-                raise DatasetError(f"missing field(s): {', '.join(missing)}", culprit=where,
+                raise DatasetError(f"missing field(s): {', '.join(missing)} (the line has: {', '.join(record) or 'none'})",
+                                   culprit=where,
                                    hint=f'every line needs "{names["question"]}" and "{names["answer"]}" '
                                         '(or map other fields: --field question=NAME --field answer=NAME)')
             task = record.get(names["task"], default_task)

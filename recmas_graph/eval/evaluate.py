@@ -175,6 +175,13 @@ def evaluate(
         start = time.perf_counter()
         if pending and built is None:
             built = compiled.build(**dict(build or {}))
+        def report() -> None:
+            if progress is not None:
+                done = list(folder.records.values())
+                progress(EvalProgress(name, len(done), len(samples), sum(1 for r in done if r["correct"]),
+                                      time.perf_counter() - start))
+
+        report()  # where a resumed run starts
         by_task: dict[str, list[tuple[str, Sample]]] = {}
         for item in pending:
             by_task.setdefault(item[1].task, []).append(item)
@@ -184,10 +191,7 @@ def evaluate(
                 folder.append(_run_batch(built, batch, order, sample_task, data, scorer, seed=seed, rounds=rounds,
                                          latent_steps=latent_steps, generation=dict(generation or {}),
                                          text_message_tokens=text_message_tokens, retry=use_retry))
-                if progress is not None:
-                    done = [r for r in folder.records.values()]
-                    progress(EvalProgress(name, len(done), len(samples), sum(1 for r in done if r["correct"]),
-                                          time.perf_counter() - start))
+                report()
         records = sorted((r for sid, r in folder.records.items() if sid in order), key=lambda r: order[str(r["id"])])
         summary = summarize(records, folder.config, seed=seed)
         write_json_atomic(folder.summary_path, summary)

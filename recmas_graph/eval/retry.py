@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from .scoring import extract_choice, extract_code, last_boxed
 
 __all__ = ["RETRY_SUFFIX", "RETRY_TOKENS", "needs_retry", "retry_answers"]
@@ -45,6 +43,8 @@ def needs_retry(output: str, task: str, letters: str | None = None) -> bool:
 def retry_answers(system: Any, outputs: Sequence[str], task: str, *, generation: Any,
                   seeds: Sequence[int]) -> list[str]:
     """The retried answers: each ``output`` + newline + suffix + what the output agent writes next."""
+    import torch
+
     from ..runtime.decoding import decode
     from ..runtime.prompts import left_pad
     from ..runtime.sampling import stream_id

@@ -178,10 +178,13 @@ _ANSWER_IS_RE = re.compile(
 
 
 CHOICE_LETTERS = "ABCDEFGHIJ"
+# An output that opens with an option label: "B. text", "(C)", "D)", "**A**", a lone "E".
+_LEADING_LABEL_RE = re.compile(r"\s*[*_]*[\(\[]?([A-J])(?:[\)\].:]|[*_]+|[ \t]*(?:\n|$))")
 
 
 def extract_choice(text: str, letters: str = CHOICE_LETTERS) -> str | None:
-    """The chosen letter: from the last ``\\boxed{}`` when it holds a letter, else the last "answer is X".
+    """The chosen letter: from the last ``\\boxed{}`` when it holds a letter, else the last "answer is X",
+    else an output that opens with an option label ("B. breathing mask", "(C)", "D").
 
     No letter found gives ``None`` (never a default).
 
@@ -189,6 +192,10 @@ def extract_choice(text: str, letters: str = CHOICE_LETTERS) -> str | None:
     ('C', 'B', None)
     >>> extract_choice(r"\\boxed{H}"), extract_choice("the answer is J"), extract_choice(r"\\boxed{H}", "ABCD")
     ('H', 'J', None)
+    >>> extract_choice("B. breathing mask"), extract_choice("**(C)** because"), extract_choice("A big dog")
+    ('B', 'C', None)
+    >>> extract_choice("I think C"), extract_choice("D"), extract_choice("**E**: yes")
+    (None, 'D', 'E')
     """
     boxed = last_boxed(text)
     if boxed is not None:
@@ -198,7 +205,10 @@ def extract_choice(text: str, letters: str = CHOICE_LETTERS) -> str | None:
         if m and m.group(1).upper() in letters:
             return m.group(1).upper()
     matches = [m.group(1) for m in _ANSWER_IS_RE.finditer(text) if m.group(1) in letters]
-    return matches[-1] if matches else None
+    if matches:
+        return matches[-1]
+    m = _LEADING_LABEL_RE.match(text)
+    return m.group(1) if m and m.group(1) in letters else None
 
 
 _CODE_RE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.S)
