@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNABLE = ["README.md", "docs/quickstart.md", "docs/spec.md", "docs/running.md"]
+RUNNABLE = ["README.md", "docs/quickstart.md", "docs/spec.md", "docs/running.md", "docs/evaluation.md"]
 
 
 def _blocks(doc: str) -> list[str]:

