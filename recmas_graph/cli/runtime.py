@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import RecmasError, RunError, SpecError
+from ..errors import RunError, SpecError
 from ..topology.spec import TASK_TYPES
 from . import app, console, err_console
 from ._output import JsonLines, terminal_text
@@ -91,6 +91,7 @@ def run_command(
 ) -> None:
     """Run a topology on one or more questions and print the answers and a timing table."""
     from ..plugins.manager import default_registry
+    from ..runtime.batches import BatchError, run_batches
     from ..runtime.decoding import GenerationOptions
 
     if task not in TASK_TYPES:
@@ -123,32 +124,31 @@ def run_command(
                 models=models, model=parse_assignments(model or [], "--model"), device=_device_option(device or []),
                 dtype=dtype, seed=seed, on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."),
             )
-        batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
         start = time.perf_counter()
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err_console, transient=True, disable=len(batches) < 2) as progress:
+                      TimeElapsedColumn(), console=err_console, transient=True,
+                      disable=len(items) <= batch_size) as progress:
             bar = progress.add_task("questions", total=len(items))
-            for b, batch in enumerate(batches):
-                try:
-                    result = system.run([it["question"] for it in batch], task=task, rounds=rounds,
-                                        latent_steps=latent_steps, seeds=[seed + answered + i for i in range(len(batch))],
-                                        tool_choice=tool_choice, **decoding)
-                except (RecmasError, KeyboardInterrupt):
-                    raise
-                except Exception as err:
-                    ids = ", ".join(it["id"] for it in batch)
-                    done = "the answers of earlier batches are printed above" + (f" and in {output}" if output else "")
-                    raise RunError(f"batch {b + 1} failed: {type(err).__name__}: {err}", culprit=f"questions {ids}",
-                                   hint=f"{done}; rerun with --traceback for details") from err
-                batch_records = [{"batch": b, **rec.as_dict()} for rec in result.trace]
-                records.extend(batch_records)
-                for row in batch_records:
-                    trace_file.write(row)
-                for i, (it, ans, n) in enumerate(zip(batch, result.answers, result.generated_tokens)):
-                    _print_answer({**it, "_index": i}, ans, batch_records)
-                    out_file.write({"id": it["id"], "question": it["question"], "answer": ans, "generated_tokens": n})
-                answered += len(batch)
-                progress.advance(bar, len(batch))
+            batches = run_batches(system, [it["question"] for it in items], batch_size=batch_size,
+                                  ids=[it["id"] for it in items], seed=seed, task=task, rounds=rounds,
+                                  latent_steps=latent_steps, tool_choice=tool_choice, **decoding)
+            try:
+                for done in batches:
+                    result, batch = done.result, [items[i] for i in done.positions]
+                    batch_records = [{"batch": done.index, **rec.as_dict()} for rec in result.trace]
+                    records.extend(batch_records)
+                    for row in batch_records:
+                        trace_file.write(row)
+                    for i, (it, ans, n) in enumerate(zip(batch, result.answers, result.generated_tokens)):
+                        _print_answer({**it, "_index": i}, ans, batch_records)
+                        out_file.write({"id": it["id"], "question": it["question"], "answer": ans,
+                                        "generated_tokens": n})
+                    answered += len(batch)
+                    progress.advance(bar, len(batch))
+            except BatchError as err:
+                done_text = "the answers of earlier batches are printed above" + (f" and in {output}" if output else "")
+                raise RunError(err.message, culprit=err.culprit,
+                               hint=f"{done_text}; rerun with --traceback for details") from err.__cause__
     except KeyboardInterrupt:
         kept = f"kept {answered} of {len(items)} answer(s)"
         where = [str(f.path) for f in (out_file, trace_file) if f.path is not None and f.lines]

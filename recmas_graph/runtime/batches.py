@@ -1,0 +1,74 @@
+"""Many questions through a system, a batch at a time: what ``recmas run`` and evaluations share.
+
+:func:`run_batches` yields each batch's :class:`Batch` as soon as it finishes, so callers write or
+print finished work before the next batch starts. Question ``i`` of the whole list samples with
+seed ``seed + i`` (or ``seeds[i]``), so an answer depends neither on the batch size nor on its
+batch-mates. A batch that fails with an unexpected exception raises :class:`BatchError`, which
+names the batch and its questions; recmas errors and Ctrl-C pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RecmasError, RunError
+
+if TYPE_CHECKING:
+    from .results import RunResult
+
+__all__ = ["Batch", "BatchError", "run_batches"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One finished batch: its number, where it starts in the question list, its ids, the result."""
+
+    index: int
+    start: int
+    ids: tuple[str, ...]
+    result: RunResult
+    wall_s: float
+
+    @property
+    def positions(self) -> range:
+        """Positions of this batch's questions in the whole list."""
+        return range(self.start, self.start + len(self.ids))
+
+
+class BatchError(RunError):
+    """A batch failed with an unexpected exception (kept as ``__cause__``); earlier batches finished."""
+
+    def __init__(self, message: str, *, index: int, ids: Sequence[str], hint: str | None = None) -> None:
+        super().__init__(message, culprit=f"questions {', '.join(ids)}", hint=hint)
+        self.index = index
+        self.ids = tuple(ids)
+
+
+def run_batches(system: Any, questions: Sequence[str | Mapping[str, str]], *, batch_size: int,
+                ids: Sequence[str] | None = None, seed: int = 0, seeds: Sequence[int] | None = None,
+                **run_options: Any) -> Iterator[Batch]:
+    """Run ``questions`` on ``system`` ``batch_size`` at a time, yielding each finished :class:`Batch`.
+
+    ``ids`` name the questions in errors (default: their 1-based positions); ``run_options`` go to
+    :meth:`~recmas_graph.runtime.RecursiveSystem.run` (``task``, ``rounds``, decoding, ...).
+    """
+    if batch_size < 1:
+        raise RunError(f"batch_size must be at least 1, got {batch_size}", culprit="--batch-size")
+    names = [str(i) for i in ids] if ids is not None else [str(i + 1) for i in range(len(questions))]
+    all_seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(questions))]
+    if len(names) != len(questions) or len(all_seeds) != len(questions):
+        raise RunError("ids and seeds must have one entry per question", culprit="run_batches()")
+    for index, start in enumerate(range(0, len(questions), batch_size)):
+        stop = min(start + batch_size, len(questions))
+        t0 = time.perf_counter()
+        try:
+            result = system.run(list(questions[start:stop]), seeds=all_seeds[start:stop], **run_options)
+        except (RecmasError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            raise BatchError(f"batch {index + 1} failed: {type(err).__name__}: {err}", index=index,
+                             ids=names[start:stop], hint="the batches before it finished") from err
+        yield Batch(index, start, tuple(names[start:stop]), result, time.perf_counter() - t0)
