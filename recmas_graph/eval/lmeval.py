@@ -13,8 +13,8 @@ Each request's context (the task's prompt, few-shot examples included) is the qu
 system is asked: every agent's role template receives it as ``question`` for ``task`` (default
 ``math``), the system thinks for its rounds, and the output agent's answer is the response, cut
 at the first of the request's ``until`` strings as lm-eval's own backends do. Requests are grouped
-by generation options and run ``batch_size`` at a time; request ``i`` of a group samples with seed
-``seed + i``.
+by generation options and run ``batch_size`` at a time; request ``i`` (its position in lm-eval's
+list) samples with seed ``seed + i``.
 
 ``loglikelihood`` tasks (most multiple-choice tasks in lm-eval) are not defined for a system that
 thinks in latent space before it writes: it has no single next-token distribution over a
@@ -52,7 +52,7 @@ class RecmasLM(LM):
     """A RecursiveMAS system as an lm-eval model.
 
     Model arguments (``--model_args k=v,...``): ``topology`` (a built-in name or a JSON path),
-    ``models`` (``tiny``, ``packaged``, ...), ``baseline`` (``single`` or ``text``: score the
+    ``models`` (``tiny``: every agent's tiny random model), ``baseline`` (``single`` or ``text``: score the
     topology's baseline instead), ``task`` (prompt set, default ``math``), ``rounds``,
     ``latent_steps``, ``text_message_tokens``, ``seed``, ``dtype``; lm-eval's ``batch_size`` and
     ``device`` too (a CUDA device on a machine without one falls back to the CPU, as lm-eval's HF
@@ -107,6 +107,7 @@ class RecmasLM(LM):
     def _build(topology: str, *, models: str | None, baseline: str | None, dtype: str | None,
                device: str | None, seed: int) -> Any:
         from ..plugins.manager import default_registry
+        from ..topology.compile import compile_topology
         from .baselines import BASELINES
         from .baselines import baseline as make_baseline
 
@@ -116,7 +117,8 @@ class RecmasLM(LM):
             if baseline not in BASELINES:
                 raise RunError(f"unknown baseline {baseline!r}", culprit="baseline",
                                hint=f"use one of: {', '.join(BASELINES)}")
-            compiled = registry.compile(make_baseline(compiled.spec, baseline))
+            # compiled against the topology's folder, so relative link weights keep working
+            compiled = compile_topology(make_baseline(compiled.spec, baseline), registry, base_dir=compiled.base_dir)
         return compiled.build(models=models, dtype=dtype, device=device, seed=seed)
 
     # ------------------------------------------------------------------ lm-eval API

@@ -133,17 +133,29 @@ class RunFolder:
         self.records = dict(self._read_records())
 
     def _read_records(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """The finished records; a last line cut short by a crash is removed from the file."""
+        """The finished records; a last line cut short by a crash is removed from the file.
+
+        Only the piece after the last newline can be unfinished (records are appended whole lines
+        at a time under the lock); a broken line before it is someone's edit, so it is reported,
+        not dropped with everything after it.
+        """
         if not self.results_path.exists():
             return
         data = self.results_path.read_bytes()
+        lines = data.split(b"\n")
         good = 0
-        for line in data.split(b"\n")[:-1]:  # the piece after the last newline is unfinished
+        for number, line in enumerate(lines[:-1], 1):
+            good += len(line) + 1
+            if not line.strip():
+                continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut short, then the next one appended after it: keep what came before
-            good += len(line) + 1
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = None
+            if not isinstance(record, dict) or "id" not in record:
+                raise EvalError(f"line {number} of {self.results_path.name} is not a record (JSON with an id)",
+                                culprit=str(self.results_path),
+                                hint="fix or delete that line to resume, or pass --overwrite to start again")
             yield str(record["id"]), record
         if good < len(data):
             with self.results_path.open("r+b") as handle:

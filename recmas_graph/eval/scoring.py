@@ -26,6 +26,7 @@ False
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -162,18 +163,24 @@ def math_equal(prediction: str, gold: str, *, timeout_s: int = MATH_TIMEOUT_S) -
     >>> math_equal(r"\\dfrac{1}{2}", "0.5"), math_equal(r"\\sqrt{27}", r"3\\sqrt{3}"), math_equal("7.5", "7")
     (True, True, False)
     """
-    if not prediction.strip() or not gold.strip():
+    prediction = prediction.strip().rstrip(".").strip()  # "18." is 18: a sentence's full stop inside the box
+    if not prediction or not gold.strip():
         return False
     parse, verify, configs = _verify_tools()
-    gold_parsed = parse(f"\\boxed{{{gold}}}", configs, parsing_timeout=timeout_s)
-    pred_parsed = parse(f"\\boxed{{{prediction}}}", configs, parsing_timeout=timeout_s)
+    # math-verify's timeouts use SIGALRM, which exists only in the main thread: elsewhere, no timeout
+    limit = timeout_s if threading.current_thread() is threading.main_thread() else None
+    gold_parsed = parse(f"\\boxed{{{gold}}}", configs, parsing_timeout=limit)
+    pred_parsed = parse(f"\\boxed{{{prediction}}}", configs, parsing_timeout=limit)
     if not gold_parsed or not pred_parsed:
         return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout_s))
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=limit))
 
 
+# "answer is X", "Answer: X", "**Answer:** **X**", "the correct option is (X)", "choose X"; a bare
+# "option X" is not an answer ("The answer is C because option D is wrong" answers C).
 _ANSWER_IS_RE = re.compile(
-    r"(?i:answer(?:\s+is)?|option(?:\s+is)?)\s*[:：]?\s*(?i:option\s*)?[\(\[]?([A-J])[\)\]]?(?![A-Za-z0-9])"
+    r"(?i:answer(?:\s+is)?|correct\s+(?:option|choice)(?:\s+is)?|\bchoose)[\s*_]*[:：]?[\s*_]*"
+    r"(?i:option\s*)?[\(\[]?([A-J])[\)\]]?(?![A-Za-z0-9])"
 )
 
 
@@ -211,12 +218,33 @@ def extract_choice(text: str, letters: str = CHOICE_LETTERS) -> str | None:
     return m.group(1) if m and m.group(1) in letters else None
 
 
-_CODE_RE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.S)
+_FENCE_RE = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+-]*)[ \t]*$")
+_PYTHON_TAGS = {"", "python", "py", "python3"}
 
 
 def extract_code(text: str) -> str | None:
-    """The last fenced code block (```python ... ```, or a bare fence), without the fences."""
-    blocks = _CODE_RE.findall(text)
+    """The last complete fenced code block (```python ... ```, or a bare fence), without the fences.
+
+    A fence with a language tag always opens a block (a closing fence has none), so a block cut
+    off by the token limit and followed by a fresh one (the retry) does not swallow it.
+
+    >>> extract_code("```python\\nx = 1\\n```"), extract_code("```python\\ncut off\\n```Python\\ny = 2\\n```")
+    ('x = 1\\n', 'y = 2\\n')
+    """
+    blocks: list[str] = []
+    current: list[str] | None = None
+    tag = ""
+    for line in text.splitlines(keepends=True):
+        fence = _FENCE_RE.match(line.rstrip("\n"))
+        if fence is None:
+            if current is not None:
+                current.append(line)
+        elif current is None or fence.group(1):  # opens (a tagged fence always opens a new block)
+            current, tag = [], fence.group(1).lower()
+        else:  # closes
+            if tag in _PYTHON_TAGS:
+                blocks.append("".join(current))
+            current = None
     return blocks[-1] if blocks else None
 
 
@@ -231,7 +259,8 @@ def score_boxed_math(output: str, gold: str, meta: Mapping[str, Any]) -> Score:
     return Score(math_equal(pred, gold), pred, "boxed")
 
 
-_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# 1,234 (thousands) is one number, "20,30,40" three; the minus of "10-5" is not a sign.
+_NUMBER_RE = re.compile(r"(?<![\w)])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?")
 
 
 def score_gsm8k_number(output: str, gold: str, meta: Mapping[str, Any]) -> Score:
