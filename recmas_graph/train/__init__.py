@@ -1,4 +1,4 @@
-"""The training layer: closed-form link calibration (this step), link losses, saving trained links.
+"""The training layer: closed-form link calibration, the inner and outer training loops, saving links.
 
     import recmas_graph as rg
     from recmas_graph.train import calibrate, corpus_from_dataset
@@ -16,9 +16,14 @@ from .._lazy import lazy_exports
 from .corpus import corpus_from_dataset, corpus_from_file, sample_text
 
 __all__ = ["calibrate", "CalibrationReport", "LinkFit", "corpus_from_file", "corpus_from_dataset", "sample_text",
-           "link_loss", "fit_link", "ridge", "save_system_links", "spec_with_weights"]
+           "link_loss", "fit_link", "ridge", "save_system_links", "spec_with_weights", "TrainSample", "read_train_data",
+           "make_train_data", "TrainConfig", "Trainer", "TrainReport", "train_links", "InnerObjective",
+           "AnswerObjective"]
 
 _LAZY = {"calibrate": "calibration", "CalibrationReport": "calibration", "LinkFit": "calibration", "link_loss": "losses",
-         "fit_link": "closed_form", "ridge": "closed_form", "save_system_links": "export", "spec_with_weights": "export"}
+         "fit_link": "closed_form", "ridge": "closed_form", "save_system_links": "export", "spec_with_weights": "export",
+         "TrainSample": "data", "read_train_data": "data", "make_train_data": "data", "TrainConfig": "loop",
+         "Trainer": "loop", "TrainReport": "loop", "train_links": "run", "InnerObjective": "objectives",
+         "AnswerObjective": "objectives"}
 
 __getattr__ = lazy_exports(__name__, _LAZY)

@@ -45,7 +45,8 @@ def _solve(x: torch.Tensor, y: torch.Tensor, alpha: float) -> tuple[torch.Tensor
     xc, yc = x - x_mean, y - y_mean  # (N, D), (N, K)
     gram = xc.T @ xc  # (D, D)
     lam = alpha * float(gram.diagonal().mean().clamp_min(1e-12))
-    w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc)  # (D, K)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    w = torch.linalg.solve(gram + lam * eye, xc.T @ yc)  # (D, K)
     return w, y_mean - x_mean @ w
 
 
@@ -60,7 +61,7 @@ def ridge(x: torch.Tensor, y: torch.Tensor, *, grid: Sequence[float] = RIDGE_GRI
     if n < 4:
         raise LinkError(f"calibration needs more pairs than {n}", culprit="calibration corpus",
                         hint="give a longer corpus (--limit, or more texts)")
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=generator).to(x.device)
     cut = max(1, int(n * holdout))
     val, fit = order[:cut], order[cut:]
     best, best_err = grid[0], float("inf")
@@ -123,9 +124,9 @@ def _fit_inner(link: nn.Module, h: torch.Tensor, e: torch.Tensor, generator: tor
     width, dim = link.proj1.weight.shape
     q = torch.empty(width, dim)
     nn.init.orthogonal_(q, generator=generator)  # (W, H): unit-variance pre-activations of standardised h
-    q = q * (width / dim) ** 0.5 if width > dim else q
+    q = (q * (width / dim) ** 0.5 if width > dim else q).to(h.device)
     # choose proj1's bias on held-out rows by the link loss of the whole fitted link
-    order = torch.randperm(h.shape[0], generator=generator)
+    order = torch.randperm(h.shape[0], generator=generator).to(h.device)
     cut = max(1, h.shape[0] // 10)
     val, fit = order[:cut], order[cut:]
     best, best_loss = INNER_OFFSETS[0], float("inf")

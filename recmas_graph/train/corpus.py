@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
+from .data import answer_text, utf8_lines
 
 __all__ = ["corpus_from_file", "corpus_from_dataset", "sample_text"]
 
@@ -28,14 +29,14 @@ def corpus_from_file(path: str | Path, *, limit: int | None = None) -> list[str]
     if not path.is_file():
         raise RunError(f"no corpus file {path}", culprit="--corpus", hint="give a .txt or .jsonl file of texts")
     texts: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    with path.open("rb") as handle:
+        for number, line in enumerate(utf8_lines(handle, path), 1):
             if not line.strip():
                 continue
             if path.suffix == ".jsonl":
                 texts.append(_jsonl_text(line, number, path))
             else:
-                texts.append(line.rstrip("\n"))
+                texts.append(line.rstrip("\r\n"))
             if limit is not None and len(texts) >= limit:
                 break
     if not texts:
@@ -61,17 +62,11 @@ def _jsonl_text(line: str, number: int, path: Path) -> str:
 
 
 def sample_text(sample: Any) -> str:
-    """A dataset sample as one text: the question, then its solution or answer."""
-    meta = dict(sample.meta or {})
-    if meta.get("solution"):
-        return f"{sample.question}\n{meta['solution']}"
-    if sample.task == "choice" and meta.get("choices") and meta.get("letters"):
-        letters: str = meta["letters"]
-        if sample.gold in letters:
-            return f"{sample.question}\nThe answer is {sample.gold}. {meta['choices'][letters.index(sample.gold)]}"
+    """A dataset sample as one text: the question, then its solution or answer (code: the question)."""
+
     if sample.task == "code":
         return sample.question
-    return f"{sample.question}\n{sample.gold}"
+    return f"{sample.question}\n{answer_text(sample)}"
 
 
 def corpus_from_dataset(dataset: str, registry: Any, *, limit: int | None = None,

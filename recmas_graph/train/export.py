@@ -53,15 +53,26 @@ def save_system_links(system: Any, out: str | Path, *, agents: Iterable[str] | N
     by_agent = {a.name: a for a in spec.agents}
     inner: dict[str, str] = {}
     outer: dict[str, str] = {}
+    used: set[str] = set()
+
+    def unique(kind: str, name: str) -> str:  # two ids may spell the same file name (a->b:c, a->b-c)
+        base = link_file_name(kind, name).removesuffix(".safetensors")
+        rel, n = f"links/{base}.safetensors", 1
+        while rel in used:
+            n += 1
+            rel = f"links/{base}_{n}.safetensors"
+        used.add(rel)
+        return rel
+
     for name in (list(agents) if agents is not None else list(system.inner_links)):
         link, a = system.inner_links[name], by_agent[name]
-        rel = f"links/{link_file_name('inner', name)}"
+        rel = unique("inner", name)
         size = system.agents[name].loaded.hidden_size
         save_link(link, folder / rel, a.inner_link.type, size, size, a.inner_link.options)
         inner[name] = rel
     for edge_id in (list(edges) if edges is not None else list(system.outer_links)):
         edge = compiled.edge(edge_id)
-        rel = f"links/{link_file_name('outer', edge_id)}"
+        rel = unique("outer", edge_id)
         src, dst = system.agents[edge.source].loaded.hidden_size, system.agents[edge.target].loaded.hidden_size
         save_link(system.outer_links[edge_id], folder / rel, edge.link.type, src, dst, edge.link.options)
         outer[edge_id] = rel

@@ -94,6 +94,8 @@ def inner_pairs(loaded: Any, states: Sequence[TokenStates]) -> tuple[torch.Tenso
 def _partner(starts: list[int], ends: list[int], c: int) -> int | None:
     """Index of the target token covering character ``c``, else the first one starting after it."""
     j = bisect.bisect_right(starts, c) - 1
+    while j > 0 and starts[j - 1] == starts[j]:
+        j -= 1  # byte pieces of one character share its offsets: take the first
     if j >= 0 and starts[j] <= c < ends[j]:
         return j
     j += 1
