@@ -203,3 +203,81 @@ def test_files_that_are_not_utf8_are_named(tmp_path: Path) -> None:
         read_train_data(bad)
     with pytest.raises(rg.RecmasError, match="not UTF-8"):
         corpus_from_file(bad)
+
+
+def _outer_grads(system) -> dict[str, torch.Tensor]:
+    return {e: link.residual_proj.weight.grad.clone() for e, link in system.outer_links.items()}
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(registry) -> None:
+    system = rg.compile("sequential_light").build(models="tiny", seed=0)
+    _sensitive(system)
+    for link in system.inner_links.values():
+        link.requires_grad_(False)
+    results, saved = [], []
+    for checkpoint in (False, True):
+        system.zero_grad(set_to_none=True)
+        kept = [0]
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            kept[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss, _ = AnswerObjective(system, rounds=2, latent_steps=3, checkpoint=checkpoint)(DATA[:2])
+        loss.backward()
+        results.append((float(loss.detach()), _outer_grads(system)))
+        saved.append(kept[0])
+    (plain, g_plain), (ckpt, g_ckpt) = results
+    assert abs(plain - ckpt) < 1e-6
+    assert saved[1] < 0.2 * saved[0]  # the frozen models' activations are not kept for backward
+    for edge_id in g_plain:
+        assert float(g_plain[edge_id].abs().sum()) > 0, edge_id
+        torch.testing.assert_close(g_ckpt[edge_id], g_plain[edge_id], rtol=1e-4, atol=1e-7)
+
+
+PLANNED = [TrainSample(s.id, s.question, s.answer, {"plan": f"Add {s.id} to itself.", "refined_plan": f"{s.id} twice."})
+           for s in DATA]
+
+
+def test_intermediate_target_losses_add_the_weighted_agents_losses(registry) -> None:
+    system = rg.compile("sequential_light").build(models="tiny", seed=0)
+    _sensitive(system)
+    q, a = [s.question for s in PLANNED[:2]], [s.answer for s in PLANNED[:2]]
+    plans = [s.targets["plan"] for s in PLANNED[:2]]
+    losses = system.target_losses(q, a, {"planner": plans}, rounds=2, latent_steps=2)
+    assert set(losses) == {"planner", "solver"} and losses["planner"][1] > 0
+    # the planner's target loss is its teacher-forced NLL of the plan after its round-2 prompt
+    value = {k: float(v[0].detach()) for k, v in losses.items()}
+    assert abs(value["solver"] - float(system.answer_loss(q, a, rounds=2, latent_steps=2).detach())) < 1e-5
+    assert abs(value["planner"] - value["solver"]) > 1e-3  # a different text, a different loss
+    # the objective adds weight x the planner's loss (the role field 'plan' of the data is used)
+    total, _ = AnswerObjective(system, rounds=2, latent_steps=2, weights={"planner": 0.5})(PLANNED[:2])
+    assert abs(float(total.detach()) - (value["solver"] + 0.5 * value["planner"])) < 1e-4
+    # the planner's own loss reaches the outer link into it (solver -> planner, from round 1)
+    system.zero_grad(set_to_none=True)
+    losses["planner"][0].backward()
+    feedback = next(e for e, edge in system.compiled.edges.items() if edge.target == "planner")
+    assert float(system.outer_links[feedback].residual_proj.weight.grad.abs().sum()) > 0
+
+
+def test_target_weights_are_checked_before_training(tmp_path: Path, registry) -> None:
+    system = rg.compile("sequential_light").build(models="tiny", seed=0)
+    config = TrainConfig(steps=1, save_every=1, eval_every=1)
+    with pytest.raises(rg.RunError, match="no intermediate agent 'solver'"):
+        train_links(system, "outer", PLANNED, tmp_path / "a", config, target_weights={"solver": 1.0})
+    with pytest.raises(rg.RunError, match="no target text for agent 'critic'"):
+        train_links(system, "outer", DATA, tmp_path / "b", config, target_weights={"critic": 1.0})
+    with pytest.raises(rg.RunError, match="outer loop"):
+        train_links(system, "inner", PLANNED, tmp_path / "c", config, target_weights={"planner": 1.0})
+    assert not (tmp_path / "b" / "metrics.jsonl").exists()
+    data = tmp_path / "planned.jsonl"
+    data.write_text("".join(json.dumps({"question": s.question, "answer": s.answer, **s.targets}) + "\n" for s in PLANNED))
+    assert main(["train", "outer", "sequential_light", "--models", "tiny", "--data", str(data), "-o",
+                 str(tmp_path / "cli"), "--steps", "1", "--rounds", "1", "--latent-steps", "2",
+                 "--target-weight", "planner=zero"]) == 2
+    assert main(["train", "outer", "sequential_light", "--models", "tiny", "--data", str(data), "-o",
+                 str(tmp_path / "cli"), "--steps", "2", "--rounds", "1", "--latent-steps", "2", "--batch-size", "2",
+                 "--target-weight", "planner=0.5", "--target-weight", "critic=0.5", "--gradient-checkpointing"]) == 0
+    report = json.loads((tmp_path / "cli" / "report.json").read_text())
+    assert report["run"]["target_weights"] == {"critic": 0.5, "planner": 0.5} and report["steps"] == 2

@@ -12,7 +12,7 @@ from rich.text import Text
 from ..release import RELEASE_TASKS, STYLES
 from . import app, console
 
-__all__ = ["import_release_command"]
+__all__ = ["import_release_command", "export_release_command"]
 
 _HELP = f"""Write a topology JSON that runs a published RecursiveMAS system from local copies of its repos.
 
@@ -87,3 +87,43 @@ def import_release_command(
     console.print(Text.assemble(("wrote ", "bold green"), str(output), f" ({spec.rounds} rounds, "
                                 f"{spec.latent_steps} latent steps)"))
     console.print(Text(f"run it: recmas run {output} -q \"What is 7 * 8?\"", style="dim"), soft_wrap=True)
+
+
+@app.command("export-release", short_help="Write a system's links in the published layout (import-release reads it).")
+def export_release_command(
+    topology: Annotated[str, typer.Argument(metavar="TOPOLOGY", help="A topology name or JSON file, e.g. the "
+                                            "topology.json of a training or calibration folder.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the agent folders and the *-Outerlinks "
+                                      "folder.", show_default=False)],
+    style: Annotated[Optional[str], typer.Option("--style", help=f"The released style it follows ({', '.join(STYLES)});"
+                                                 " default: the one with the same agents and edges.")] = None,
+    task: Annotated[str, typer.Option("--task", help="The task the links are filed under (sequential and "
+                                      "distillation styles).")] = "math",
+    models: Annotated[Optional[str], typer.Option("--models", help="'tiny': every agent gets the tiny random model "
+                                                  "of its family.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="AGENT=REF (repeatable).")] = None,
+) -> None:
+    """Write the models and links of a topology in the published RecursiveMAS layout.
+
+    Each agent gets a folder named as the style's Hub repo (model, tokenizer, adapter(TASK).pt or
+    adapter.pt, its configs) and the outer links a *-Outerlinks folder with outerlink_config.json,
+    so `recmas import-release STYLE --root OUT` and the official code load them.
+    """
+    from ..errors import RunError
+    from ..plugins.manager import default_registry
+    from ..release import export_release, matching_style
+    from .runtime import parse_assignments
+
+    if models not in (None, "tiny"):
+        raise RunError(f"unknown --models value {models!r}", culprit="--models", hint="use --models tiny, or --model AGENT=REF")
+    compiled = default_registry().compile(topology)
+    with console.status("loading models...") as status:
+        system = compiled.build(models=models, model=parse_assignments(model or [], "--model"),
+                                on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."))
+    with console.status("writing..."):
+        folder = export_release(system, out, style=style, task=task)
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    console.print(Text.assemble(("wrote ", "bold green"), str(folder), f": {', '.join(names)}"), soft_wrap=True)
+    guess = style or matching_style(system.spec).name
+    console.print(Text(f"import it: recmas import-release {guess} --root {folder} --task {task} -o topology.json",
+                       style="dim"), soft_wrap=True)

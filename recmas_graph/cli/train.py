@@ -93,7 +93,8 @@ app.add_typer(train_app, name="train")
 def _train(kind: str, topology: str, data: Path, out: Path, *, steps: int, batch_size: int, accumulate: int, lr: float,
            warmup: int, weight_decay: float, grad_clip: float, eval_every: int, save_every: int, heldout: float,
            resume: bool, seed: int, task: str, rounds: Optional[int], latent_steps: Optional[int], max_tokens: int,
-           models: Optional[str], model: Optional[list[str]], device: Optional[list[str]], dtype: Optional[str]) -> None:
+           models: Optional[str], model: Optional[list[str]], device: Optional[list[str]], dtype: Optional[str],
+           target_weight: Optional[list[str]] = None, gradient_checkpointing: bool = False) -> None:
     from ..plugins.manager import default_registry
     from ..train.data import read_train_data
     from ..train.loop import TrainConfig
@@ -101,6 +102,13 @@ def _train(kind: str, topology: str, data: Path, out: Path, *, steps: int, batch
 
     if models not in (None, "tiny"):
         raise RunError(f"unknown --models value {models!r}", culprit="--models", hint="use --models tiny, or --model AGENT=REF")
+    weights: dict[str, float] = {}
+    for agent, value in parse_assignments(target_weight or [], "--target-weight").items():
+        try:
+            weights[agent] = float(value)
+        except ValueError:
+            raise RunError(f"--target-weight {agent}={value}: the weight is not a number", culprit="--target-weight",
+                           hint="e.g. --target-weight planner=0.5") from None
     config = TrainConfig(steps=steps, batch_size=batch_size, accumulate=accumulate, lr=lr, warmup=warmup,
                          weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every, save_every=save_every,
                          seed=seed)
@@ -123,7 +131,9 @@ def _train(kind: str, topology: str, data: Path, out: Path, *, steps: int, batch
 
         try:
             result = train_links(system, kind, samples, out, config, heldout=heldout, resume=resume, task=task,
-                                 rounds=rounds, latent_steps=latent_steps, max_tokens=max_tokens, progress=report)
+                                 rounds=rounds, latent_steps=latent_steps, max_tokens=max_tokens,
+                                 target_weights=weights, gradient_checkpointing=gradient_checkpointing,
+                                 progress=report)
         except KeyboardInterrupt:
             saved = sorted((out / "checkpoints").glob("step_*.pt")) if (out / "checkpoints").is_dir() else []
             where = (f"the last checkpoint is {saved[-1].name}; add --resume to continue from it" if saved else
@@ -171,11 +181,18 @@ def _train_command(kind: str, summary: str) -> None:
         model: Annotated[Optional[list[str]], typer.Option("--model", help="AGENT=REF (repeatable).")] = None,
         device: Annotated[Optional[list[str]], typer.Option("--device", help="'cpu', 'cuda', ... or AGENT=DEVICE.")] = None,
         dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
+        target_weight: Annotated[Optional[list[str]], typer.Option(
+            "--target-weight", help="AGENT=W (outer loop, repeatable): add W x that intermediate agent's loss on its "
+                                    "own target text (its name's or role's field in --data, e.g. plan).")] = None,
+        gradient_checkpointing: Annotated[bool, typer.Option(
+            "--gradient-checkpointing", help="Outer loop: keep no activations of the frozen models; recompute them "
+                                             "in the backward pass (less memory, about one more forward).")] = False,
     ) -> None:
         _train(kind, topology, data, out, steps=steps, batch_size=batch_size, accumulate=accumulate, lr=lr,
                warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every,
                save_every=save_every, heldout=heldout, resume=resume, seed=seed, task=task, rounds=rounds,
-               latent_steps=latent_steps, max_tokens=max_tokens, models=models, model=model, device=device, dtype=dtype)
+               latent_steps=latent_steps, max_tokens=max_tokens, models=models, model=model, device=device, dtype=dtype,
+               target_weight=target_weight, gradient_checkpointing=gradient_checkpointing)
 
 
 _train_command("inner", "The inner loop: every agent's inner link learns h_t -> E[x_t+1] (1 - cos + MSE) on its "

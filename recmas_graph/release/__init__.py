@@ -6,6 +6,7 @@ See :mod:`.topology` (:func:`import_release`, :func:`load_release`) and docs/pub
 from __future__ import annotations
 
 from .configs import OuterLinkEntry, inner_adapter_type, read_innerlink_config, read_outerlink_config
+from .export import TASKED_PARADIGMS, export_release, matching_style
 from .folders import find_release_folder, norm_name, subfolders_hint
 from .resolve import ResolvedAgent, ResolvedEdge, ResolvedRelease, resolve_release
 from .styles import (
@@ -54,4 +55,7 @@ __all__ = [
     "import_release",
     "ensure_output_path",
     "load_release",
+    "TASKED_PARADIGMS",
+    "matching_style",
+    "export_release",
 ]

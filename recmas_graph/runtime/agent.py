@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from ..topology.roles import Role
 from ..topology.spec import AgentSpec
 from .decoding import DecodeResult, GenerationOptions, answer_end_id, decode, eos_token_ids
 from .forward import backbone_of
-from .loss import answer_nll
+from .loss import answer_nll, answer_tokens
 from .prompts import PromptBatch, Prompter
 from .rollout import latent_rollout
 from .texts import tool_note
@@ -71,8 +72,18 @@ class Agent:
                                    fields=fields)
 
     # ------------------------------------------------------------------ thinking and answering
-    def think(self, prompt: PromptBatch, steps: int, inner: nn.Module, *, use_cache: bool = True) -> torch.Tensor:
-        """Latent thoughts (B, steps, H) after ``prompt`` (see :func:`~recmas_graph.runtime.rollout.latent_rollout`)."""
+    def think(self, prompt: PromptBatch, steps: int, inner: nn.Module, *, use_cache: bool = True,
+              checkpoint: bool = False) -> torch.Tensor:
+        """Latent thoughts (B, steps, H) after ``prompt`` (see :func:`~recmas_graph.runtime.rollout.latent_rollout`).
+
+        ``checkpoint`` (with autograd on): keep no activations of the frozen model; the rollout is
+        run again during the backward pass (gradient checkpointing, about one more forward).
+        """
+        if checkpoint and torch.is_grad_enabled():
+            def rollout(embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                return latent_rollout(self.backbone, inner, PromptBatch(embeds, mask, prompt.lengths), steps,
+                                      use_cache=use_cache)
+            return torch_checkpoint(rollout, prompt.embeds, prompt.mask, use_reentrant=False)
         return latent_rollout(self.backbone, inner, prompt, steps, use_cache=use_cache)
 
     def decode(self, prompt: PromptBatch, options: GenerationOptions, *, seeds: Sequence[int], stream: int = 0,
@@ -83,7 +94,16 @@ class Agent:
                                      stream=stream, eos_ids=self.eos_ids, tool_choice=tool_choice)
         return decode(self.model, self.tokenizer, prompt, options, seeds=seeds, stream=stream, eos_ids=self.eos_ids)
 
-    def answer_loss(self, prompt: PromptBatch, answers: Sequence[str]) -> tuple[torch.Tensor, int]:
+    def answer_loss(self, prompt: PromptBatch, answers: Sequence[str], *,
+                    checkpoint: bool = False) -> tuple[torch.Tensor, int]:
         """Teacher-forced mean NLL of ``answers`` (each ended by the chat template's end-of-turn token,
-        else the end-of-sequence token) after ``prompt``, and the number of answer tokens."""
-        return answer_nll(self.model, self.tokenizer, prompt, answers, eos_id=answer_end_id(self.tokenizer))
+        else the end-of-sequence token) after ``prompt``, and the number of answer tokens.
+        ``checkpoint``: recompute the scoring forward pass in backward instead of keeping it."""
+        eos = answer_end_id(self.tokenizer)
+        if checkpoint and torch.is_grad_enabled():
+            def score(embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                return answer_nll(self.model, self.tokenizer, PromptBatch(embeds, mask, prompt.lengths), answers,
+                                  eos_id=eos)[0]
+            loss = torch_checkpoint(score, prompt.embeds, prompt.mask, use_reentrant=False)
+            return loss, answer_tokens(self.tokenizer, answers, eos)
+        return answer_nll(self.model, self.tokenizer, prompt, answers, eos_id=eos)

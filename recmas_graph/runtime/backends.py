@@ -45,6 +45,9 @@ class RunSettings:
     keep_thoughts: bool = False
     rounds: int = 1
     fields: tuple[dict[str, str], ...] = ()  # each question's own template fields (fn_name)
+    # target_losses: (agent, round) -> texts that pass is scored on besides thinking (intermediate targets)
+    agent_targets: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+    checkpoint: bool = False  # training: recompute each rollout and scored pass in backward (less memory)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class PassResult:
     loss: torch.Tensor | None = None
     loss_tokens: int = 0
     row_tokens: list[int] | None = None  # tokens generated for each question in this pass (text and answer)
+    target_loss: tuple[torch.Tensor, int] | None = None  # an intermediate agent's target loss and its tokens
 
 
 class PassRunner(Protocol):
@@ -148,8 +152,11 @@ class InProcessRunner:
         loss_tokens = generated = 0
         rows = [0] * len(s.questions)
         tool_calls: list[dict[str, Any]] = []
+        target_loss = None
         if step.decode and s.targets is not None:
-            loss, loss_tokens = agent.answer_loss(prompt, s.targets)
+            loss, loss_tokens = agent.answer_loss(prompt, s.targets, checkpoint=s.checkpoint)
+        elif (step.agent, step.round) in s.agent_targets:
+            target_loss = agent.answer_loss(prompt, s.agent_targets[step.agent, step.round], checkpoint=s.checkpoint)
         elif step.decode:
             decoded = agent.decode(prompt, s.generation, seeds=s.seeds, stream=stream_id(step.agent, step.round, "decode"),
                                    tool_choice=s.tool_choice, use_tools=True)
@@ -157,7 +164,8 @@ class InProcessRunner:
             generated = sum(counts)
             rows = [a + b for a, b in zip(rows, counts)]
         if step.latent:
-            thoughts = agent.think(prompt, s.latent_steps, system.inner_links[step.agent], use_cache=s.use_cache)
+            thoughts = agent.think(prompt, s.latent_steps, system.inner_links[step.agent], use_cache=s.use_cache,
+                                   checkpoint=s.checkpoint)
             for edge_id in step.outputs:
                 if system.compiled.edge(edge_id).medium == "latent":
                     messages[edge_id] = system.latent_message(edge_id, thoughts)  # (B, m, H_target)
@@ -178,4 +186,4 @@ class InProcessRunner:
             peak_mem_bytes=0, tool_calls=tool_calls,
         )
         return PassResult(messages, record, answers, counts, thoughts if s.keep_thoughts else None, loss, loss_tokens,
-                          rows)
+                          rows, target_loss)

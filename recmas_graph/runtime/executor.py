@@ -59,6 +59,10 @@ def execute(schedule: Schedule, runner: PassRunner, settings: RunSettings, *, ho
                 result.answers = outcome.answers or []
                 result.generated_tokens = outcome.generated_tokens or []
                 result.loss = outcome.loss
+                if outcome.loss is not None:
+                    result.target_losses[step.agent] = (outcome.loss, outcome.loss_tokens)
+            if outcome.target_loss is not None:
+                result.target_losses[step.agent] = outcome.target_loss
             if outcome.row_tokens:
                 result.question_tokens = [a + b for a, b in zip(result.question_tokens, outcome.row_tokens)]
             result.trace.append(outcome.record)

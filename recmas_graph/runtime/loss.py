@@ -17,7 +17,16 @@ from torch import nn
 from .forward import lm_forward, position_ids_from_mask
 from .prompts import PromptBatch
 
-__all__ = ["answer_nll"]
+__all__ = ["answer_nll", "answer_tokens"]
+
+
+def _answer_ids(tokenizer: Any, answers: Sequence[str], eos_id: int | None) -> list[list[int]]:
+    return [tokenizer(a, add_special_tokens=False).input_ids + ([eos_id] if eos_id is not None else []) for a in answers]
+
+
+def answer_tokens(tokenizer: Any, answers: Sequence[str], eos_id: int | None) -> int:
+    """How many answer tokens :func:`answer_nll` scores (the end token included)."""
+    return sum(len(x) for x in _answer_ids(tokenizer, answers, eos_id))
 
 
 def answer_nll(model: nn.Module, tokenizer: Any, prompt: PromptBatch, answers: Sequence[str], *,
@@ -25,7 +34,7 @@ def answer_nll(model: nn.Module, tokenizer: Any, prompt: PromptBatch, answers: S
     """Mean negative log-likelihood per answer token, and the number of answer tokens scored."""
     embed = model.get_input_embeddings()
     device = prompt.embeds.device
-    ids = [tokenizer(a, add_special_tokens=False).input_ids + ([eos_id] if eos_id is not None else []) for a in answers]
+    ids = _answer_ids(tokenizer, answers, eos_id)
     A = max(1, max(len(x) for x in ids))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     target = torch.tensor([x + [pad] * (A - len(x)) for x in ids], device=device)  # (B, A)

@@ -51,6 +51,7 @@ class RunResult:
     texts: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     thoughts: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
     loss: torch.Tensor | None = None
+    target_losses: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)  # agent -> (loss, tokens)
     question_tokens: list[int] = field(default_factory=list)  # every token generated for each question
 
     @property

@@ -15,6 +15,7 @@ Both walk the same unrolled schedule with the same pass runner (:mod:`.backends`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -288,6 +289,7 @@ class RecursiveSystem(nn.Module):
         seed: int | None = 0,
         text_message_tokens: int = 256,
         use_cache: bool = True,
+        checkpoint: bool = False,
     ) -> torch.Tensor:
         """Teacher-forced cross-entropy (mean per answer token) of the output agent's ``answers``.
 
@@ -295,19 +297,65 @@ class RecursiveSystem(nn.Module):
         latent message of every round is computed from the links, so ``loss.backward()`` reaches every
         link whose message influences the answer through latent edges, in every round it is used.
         Text messages (text edges) are decoded greedily and carry no gradient, so a link whose
-        messages only reach the answer through a text edge gets none.
+        messages only reach the answer through a text edge gets none. ``checkpoint`` recomputes
+        each pass of the frozen models during the backward pass instead of keeping its activations.
+        """
+        losses = self.target_losses(questions, answers, task=task, dataset=dataset, rounds=rounds,
+                                    latent_steps=latent_steps, seed=seed, text_message_tokens=text_message_tokens,
+                                    use_cache=use_cache, checkpoint=checkpoint)
+        return losses[self.spec.output][0]
+
+    def target_losses(
+        self,
+        questions: Sequence[str | Mapping[str, str]],
+        answers: Sequence[str],
+        targets: Mapping[str, Sequence[str]] | None = None,
+        *,
+        task: str = "math",
+        dataset: str | None = None,
+        rounds: int | None = None,
+        latent_steps: int | None = None,
+        seed: int | None = 0,
+        text_message_tokens: int = 256,
+        use_cache: bool = True,
+        checkpoint: bool = False,
+    ) -> dict[str, tuple[torch.Tensor, int]]:
+        """One unrolled run scoring the output agent's ``answers`` and other agents' ``targets``.
+
+        ``targets[agent]`` (one text per question) is teacher-forced after that agent's prompt in
+        the last round it runs, with the messages it received (the paper's intermediate losses on
+        the plan and refined plan). Returns ``{agent: (mean NLL per token, tokens)}`` for the output
+        agent and every agent in ``targets``; see :meth:`answer_loss` for how gradients flow.
         """
         schedule = self.plan(rounds)
+        last_round: dict[str, int] = {}
+        for wave in schedule.waves:
+            for step in wave:
+                last_round[step.agent] = max(step.round, last_round.get(step.agent, 0))
+        agent_targets: dict[tuple[str, int], tuple[str, ...]] = {}
+        for name, texts in (targets or {}).items():
+            if name == self.spec.output:
+                raise RunError(f"{name!r} is the output agent: its target is the answer", culprit=f"targets[{name!r}]",
+                               hint="give the output agent's text as the answers")
+            if name not in last_round:
+                known = ", ".join(a for a in last_round if a != self.spec.output) or "none"
+                raise RunError(f"agent {name!r} does not run in this schedule", culprit=f"targets[{name!r}]",
+                               hint=f"agents with a target loss: {known}")
+            if isinstance(texts, str) or len(texts) != len(questions):
+                raise RunError(f"targets for {name!r}: one text per question is needed ({len(questions)})",
+                               culprit=f"targets[{name!r}]")
+            agent_targets[(name, last_round[name])] = tuple(str(t) for t in texts)
         settings = self._settings(questions, task=task, latent_steps=latent_steps,
                                   generation=GenerationOptions(do_sample=False), seed=seed, seeds=None,
                                   text_message_tokens=text_message_tokens, tool_choice="auto", use_cache=use_cache,
                                   rounds=schedule.rounds, dataset=dataset, targets=answers)
+        settings = replace(settings, agent_targets=agent_targets, checkpoint=checkpoint)
         with torch.inference_mode(False), torch.enable_grad():
             result = execute(schedule, self.runner, settings, system=self)
-        if result.loss is None:  # pragma: no cover - a runner that ignores the targets
+        if self.spec.output not in result.target_losses:  # pragma: no cover - a runner that ignores the targets
             raise RunError("the pass runner returned no loss for the decode pass", culprit=type(self.runner).__name__,
                            hint="a backend must score settings.targets in the decode pass")
-        return result.loss
+        return dict(result.target_losses)
 
 
 def _protocol(role: Any) -> Any:

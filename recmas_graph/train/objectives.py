@@ -6,7 +6,8 @@
   averaged. Only the inner links get gradients (the model runs under ``no_grad``).
 - :class:`AnswerObjective` (the outer loop): the whole system unrolled for its rounds, scored by
   ``system.answer_loss`` (teacher-forced cross-entropy of the output agent's answer), which
-  back-propagates through every round into every outer link.
+  back-propagates through every round into every outer link; optionally plus weighted losses of
+  intermediate agents on their own target texts (``plan``, ``refined_plan``), as the paper does.
 """
 
 from __future__ import annotations
@@ -16,23 +17,34 @@ from typing import Any
 
 import torch
 
+from ..errors import RunError
 from .data import TrainSample
 from .losses import MSE_WEIGHT, link_loss
 
-__all__ = ["InnerObjective", "AnswerObjective", "default_targets"]
+__all__ = ["ROLE_FIELDS", "InnerObjective", "AnswerObjective", "default_targets", "target_field"]
+
+
+#: The official training data's field of each role's target text (``{question, plan, refined_plan, answer}``).
+ROLE_FIELDS: dict[str, str] = {"planner": "plan", "refiner": "refined_plan", "critic": "refined_plan"}
+
+
+def _fields(agent: Any) -> tuple[str, ...]:
+    """Where an agent's target text may be, in order: its name, its role (without a ``set:`` prefix), the
+    official field of that role."""
+    role = agent.role.rsplit(":", 1)[-1]
+    return tuple(dict.fromkeys(f for f in (agent.name, role, ROLE_FIELDS.get(role)) if f))
 
 
 def default_targets(system: Any, sample: TrainSample | None = None) -> dict[str, str]:
     """Which text each agent's inner link trains on: the output agent's ``answer``; another agent
-    its own name's field, else its role's (``plan``, ``refined_plan``, ...), else the answer."""
+    the first field of its name, its role or its role's official field (``plan``, ``refined_plan``)
+    that ``sample`` has, else the answer."""
     spec = system.spec
     out: dict[str, str] = {}
+    fields = sample.targets if sample is not None else {}
     for agent in spec.agents:
-        if agent.name == spec.output:
-            out[agent.name] = "answer"
-            continue
-        fields = sample.targets if sample is not None else {}
-        out[agent.name] = agent.name if agent.name in fields else (agent.role if agent.role in fields else "answer")
+        found = [f for f in _fields(agent) if f in fields] if agent.name != spec.output else []
+        out[agent.name] = found[0] if found else "answer"
     return out
 
 
@@ -72,17 +84,50 @@ class InnerObjective:
         return torch.stack(losses).mean(), tokens
 
 
+def target_field(system: Any, agent: str, sample: TrainSample) -> str:
+    """The field of ``sample`` that holds ``agent``'s target text (see :func:`default_targets`)."""
+    names = _fields(next(a for a in system.spec.agents if a.name == agent))
+    for name in names:
+        if name in sample.targets:
+            return name
+    fields = ", ".join(sorted(sample.targets)) or "none besides question and answer"
+    raise RunError(f"sample {sample.id!r} has no target text for agent {agent!r} (a field "
+                   f"{' or '.join(map(repr, names))})", culprit=f"--target-weight {agent}",
+                   hint=f"its extra fields: {fields}; or drop the weight")
+
+
 class AnswerObjective:
-    """The outer loop's loss over a batch: ``system.answer_loss`` on the samples' answers."""
+    """The outer loop's loss over a batch: ``system.answer_loss`` on the samples' answers, plus
+    ``weights[agent]`` times each weighted agent's teacher-forced loss on its own target text (its
+    name's or its role's field: ``plan``, ``refined_plan``) in the last round it runs.
+
+    ``checkpoint`` recomputes the frozen models' passes in backward (gradient checkpointing).
+    """
 
     def __init__(self, system: Any, *, task: str = "math", rounds: int | None = None,
-                 latent_steps: int | None = None, text_message_tokens: int = 256) -> None:
+                 latent_steps: int | None = None, text_message_tokens: int = 256,
+                 weights: Mapping[str, float] | None = None, checkpoint: bool = False) -> None:
         self.system, self.task, self.rounds, self.latent_steps = system, task, rounds, latent_steps
-        self.text_message_tokens = text_message_tokens
+        self.text_message_tokens, self.checkpoint = text_message_tokens, checkpoint
+        self.weights = {k: float(v) for k, v in (weights or {}).items() if float(v) != 0.0}
+        names = {a.name for a in system.spec.agents}
+        for agent, weight in self.weights.items():
+            if agent not in names or agent == system.spec.output:
+                others = ", ".join(sorted(names - {system.spec.output})) or "none"
+                raise RunError(f"no intermediate agent {agent!r} to weight", culprit=f"--target-weight {agent}",
+                               hint=f"intermediate agents: {others} (the output agent's loss is the answer's)")
+            if weight < 0:
+                raise RunError(f"the target weight of {agent!r} must be positive, got {weight}",
+                               culprit=f"--target-weight {agent}")
 
     def __call__(self, batch: Sequence[TrainSample]) -> tuple[torch.Tensor, int]:
         answers = [s.answer for s in batch]
-        loss = self.system.answer_loss([s.question for s in batch], answers, task=self.task, rounds=self.rounds,
-                                       latent_steps=self.latent_steps, text_message_tokens=self.text_message_tokens)
-        tok = self.system.agents[self.system.spec.output].tokenizer
-        return loss, sum(len(tok(a, add_special_tokens=False).input_ids) + 1 for a in answers)
+        targets = {agent: [s.text(target_field(self.system, agent, s)) for s in batch] for agent in self.weights}
+        losses = self.system.target_losses([s.question for s in batch], answers, targets, task=self.task,
+                                           rounds=self.rounds, latent_steps=self.latent_steps,
+                                           text_message_tokens=self.text_message_tokens, checkpoint=self.checkpoint)
+        output = self.system.spec.output
+        loss, tokens = losses[output]
+        for agent, weight in self.weights.items():
+            loss = loss + weight * losses[agent][0]
+        return loss, tokens

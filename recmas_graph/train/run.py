@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from ..topology.spec import dump_topology
 from .data import TrainSample, split_heldout
 from .export import save_system_links
 from .loop import StepInfo, TrainConfig, Trainer, TrainReport
-from .objectives import AnswerObjective, InnerObjective
+from .objectives import AnswerObjective, InnerObjective, target_field
 
 __all__ = ["KINDS", "train_links"]
 
@@ -51,12 +51,19 @@ def _logged(path: Path) -> dict[str, float | None]:
 def train_links(system: Any, kind: str, data: Sequence[TrainSample], out: str | Path, config: TrainConfig, *,
                 heldout: float = 0.1, resume: bool = False, task: str = "math", rounds: int | None = None,
                 latent_steps: int | None = None, max_tokens: int = 256,
+                target_weights: Mapping[str, float] | None = None, gradient_checkpointing: bool = False,
                 progress: Callable[[StepInfo], None] | None = None) -> TrainReport:
     """Train the ``kind`` links of ``system`` in place on ``data``; see the module docstring.
 
     ``heldout`` is the share of ``data`` kept for the validation loss (seeded by ``config.seed``).
     ``resume`` continues the run in ``out`` from its last checkpoint up to ``config.steps``.
+    Outer loop only: ``target_weights[agent]`` adds that intermediate agent's loss on its own target
+    text (see :class:`~recmas_graph.train.objectives.AnswerObjective`); ``gradient_checkpointing``
+    trades one more forward pass for keeping no activations of the frozen models.
     """
+    if target_weights and kind != "outer":
+        raise RunError("target weights belong to the outer loop", culprit="--target-weight",
+                       hint="the inner loop trains each agent on its own target text already")
     if kind not in KINDS:
         raise RunError(f"unknown training loop {kind!r}", culprit="recmas train", hint=f"use one of: {', '.join(KINDS)}")
     train, val = split_heldout(data, heldout, config.seed)
@@ -70,7 +77,11 @@ def train_links(system: Any, kind: str, data: Sequence[TrainSample], out: str | 
         if not trained:
             raise RunError(f"topology {system.spec.name!r} has no latent edge: no outer link to train",
                            culprit="recmas train outer", hint="train its inner links instead (recmas train inner)")
-        objective = AnswerObjective(system, task=task, rounds=rounds, latent_steps=latent_steps)
+        objective = AnswerObjective(system, task=task, rounds=rounds, latent_steps=latent_steps,
+                                    weights=target_weights, checkpoint=gradient_checkpointing)
+        for agent in objective.weights:  # every sample must carry the weighted agents' texts, checked up front
+            for sample in data:
+                target_field(system, agent, sample)
     for module in system.inner_links.values():
         module.requires_grad_(kind == "inner")
     for module in system.outer_links.values():
@@ -81,6 +92,7 @@ def train_links(system: Any, kind: str, data: Sequence[TrainSample], out: str | 
     run_info = {"kind": kind, "topology": hashlib.sha256(spec_text.encode()).hexdigest()[:16],
                 "data": _fingerprint(data), "task": task, "rounds": rounds, "latent_steps": latent_steps,
                 "heldout": heldout, "max_tokens": max_tokens,
+                "target_weights": dict(sorted(objective.weights.items())) if kind == "outer" else {},
                 "build": {k: repr(built.get(k)) for k in ("device", "dtype")}}
     trainer = Trainer(params, objective, train, out, config, modules={**inner, **outer}, val_data=val,
                       run_info=run_info, progress=progress)
