@@ -183,7 +183,7 @@ class InProcessRunner:
             agent=step.agent, round=step.round, action=step.action, device=str(device),
             wall_s=time.perf_counter() - t0, batch_size=len(s.questions), prompt_tokens=prompt.tokens,
             latent_steps=s.latent_steps if step.latent else 0, generated_tokens=generated,
-            peak_mem_bytes=0, tool_calls=tool_calls,
+            peak_mem_bytes=0, tool_calls=tool_calls, start_s=t0,
         )
         return PassResult(messages, record, answers, counts, thoughts if s.keep_thoughts else None, loss, loss_tokens,
                           rows, target_loss)

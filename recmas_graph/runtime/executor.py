@@ -65,6 +65,7 @@ def execute(schedule: Schedule, runner: PassRunner, settings: RunSettings, *, ho
                 result.target_losses[step.agent] = outcome.target_loss
             if outcome.row_tokens:
                 result.question_tokens = [a + b for a, b in zip(result.question_tokens, outcome.row_tokens)]
+            outcome.record.start_s = max(0.0, outcome.record.start_s - start)  # a runner's perf_counter() time
             result.trace.append(outcome.record)
             hooks.recmas_after_pass(system=system, step=step, record=outcome.record.as_dict())
     result.wall_s = time.perf_counter() - start

@@ -25,6 +25,7 @@ class TraceRecord:
     generated_tokens: int
     peak_mem_bytes: int
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    start_s: float = 0.0  # when the pass started, in seconds from the start of its run
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready)."""
