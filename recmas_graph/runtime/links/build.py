@@ -93,8 +93,8 @@ def build_link(link_spec: LinkSpec, in_dim: int, out_dim: int, *, link_types: Ma
     ``where`` names the link in errors, e.g. ``"edge planner->critic"`` or ``"agent 'planner' inner_link"``.
     """
     module = construct_link(link_spec.type, in_dim, out_dim, link_spec.options, link_types=link_types, where=where)
-    if link_spec.weights:
-        path = resolve_weights_path(link_spec.weights, base_dir)
+    if link_spec.weights_file:  # "calibrated:<dataset>" links are fitted after the build
+        path = resolve_weights_path(link_spec.weights_file, base_dir)
         config = read_link_config(path)
         if config is not None and config.get("type") not in (None, link_spec.type):
             raise LinkError(
@@ -140,11 +140,11 @@ def check_link_weights(spec: TopologySpec, hidden_sizes: Mapping[str, int], base
     """
     jobs: list[tuple[str, str, LinkSpec, str, str]] = []
     for agent in spec.agents:
-        if agent.inner_link.weights:
+        if agent.inner_link.weights_file:
             jobs.append((f"agent {agent.name!r} inner_link", "inner link weights", agent.inner_link,
                          agent.name, agent.name))
     for edge in spec.edges:
-        if edge.medium == "latent" and edge.link.weights:
+        if edge.medium == "latent" and edge.link.weights_file:
             jobs.append((f"edge {edge.label}", "outer link weights", edge.link, edge.source, edge.target))
     problems: list[tuple[str, str, str | None]] = []
     for where, what, link, source, target in jobs:
@@ -154,7 +154,7 @@ def check_link_weights(spec: TopologySpec, hidden_sizes: Mapping[str, int], base
                 raise LinkError(f"hidden size of agent {name!r} is not known", culprit=where,
                                 hint="pass every agent's hidden size in hidden_sizes")
             dims.append(int(hidden_sizes[name]))
-        path = resolve_weights_path(link.weights, base_dir)
+        path = resolve_weights_path(link.weights_file, base_dir)
         try:
             expected = link_expected_shapes(link.type, dims[0], dims[1], link.options, link_types=link_types, where=where)
             found = strip_prefix(link_weight_shapes(path, where), expected)
