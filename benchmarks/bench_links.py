@@ -4,7 +4,8 @@ On the packaged models, for ``--topology`` (default ``sequential_light_mini``):
 
 1. calibrates its links on the first ``--corpus`` GSM8K samples (question + worked solution);
 2. with ``--train-steps K``, trains the calibrated system's outer links for K steps of the outer
-   loop (answer loss, batch ``--train-batch``) on those same GSM8K samples;
+   loop (answer loss, batch ``--train-batch``) on those same GSM8K samples (with
+   ``--train-random``, the random links too: is calibration a better start?);
 3. measures the held-out answer NLL (``system.answer_loss``: teacher-forced cross-entropy per
    answer token of the output agent) on GSM8K samples neither step saw, for the random links, the
    calibrated links, the trained links and the output agent alone (``T:single``: no messages);
@@ -14,7 +15,7 @@ On the packaged models, for ``--topology`` (default ``sequential_light_mini``):
 Prints one table and writes the figures as JSON. Usage:
 
     .venv/bin/python benchmarks/bench_links.py [--topology sequential_light_mini] [--corpus 64]
-        [--heldout 16] [--train-steps 12] [--accuracy 24] [--out runs/bench_links] [--json out.json]
+        [--heldout 16] [--train-steps 12] [--train-random] [--accuracy 24] [--out runs/bench_links] [--json out.json]
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--accuracy", type=int, default=0, help="ARC-Easy questions to compare on (0: skip)")
     parser.add_argument("--train-steps", type=int, default=0, help="outer-loop steps after calibration (0: skip)")
     parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--train-random", action="store_true",
+                        help="also train the random links for --train-steps (is calibration a better start?)")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--out", default="runs/bench_links")
     parser.add_argument("--json", default=None)
@@ -78,14 +81,18 @@ def main() -> None:
     systems = [("random links", random_links, args.topology), ("calibrated links", calibrated, str(report.topology))]
     train_s = None
     if args.train_steps:
-        trained = rg.compile(str(report.topology)).build(seed=0, model_cache=cache)
         data, _ = make_train_data("gsm8k", registry, train=args.corpus)
-        t0 = time.perf_counter()
-        train_links(trained, "outer", data, out / "trained",
-                    TrainConfig(steps=args.train_steps, batch_size=args.train_batch, lr=args.lr, warmup=2,
-                                save_every=args.train_steps, eval_every=args.train_steps), heldout=0)
-        train_s = time.perf_counter() - t0
-        systems.append((f"calibrated + {args.train_steps} outer steps", trained, str(out / "trained" / "topology.json")))
+        config = TrainConfig(steps=args.train_steps, batch_size=args.train_batch, lr=args.lr, warmup=2,
+                             save_every=args.train_steps, eval_every=args.train_steps)
+        starts = [("calibrated", str(report.topology), "trained")]
+        if args.train_random:
+            starts.append(("random", args.topology, "trained_random"))
+        for start, topology, folder in starts:
+            trained = rg.compile(topology).build(seed=0, model_cache=cache)
+            t0 = time.perf_counter()
+            train_links(trained, "outer", data, out / folder, config, heldout=0)
+            train_s = time.perf_counter() - t0
+            systems.append((f"{start} + {args.train_steps} outer steps", trained, str(out / folder / "topology.json")))
 
     rows = []
     for label, system in [(label, system) for label, system, _ in systems] + [("single (no messages)", alone)]:

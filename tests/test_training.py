@@ -281,3 +281,13 @@ def test_target_weights_are_checked_before_training(tmp_path: Path, registry) ->
                  "--target-weight", "planner=0.5", "--target-weight", "critic=0.5", "--gradient-checkpointing"]) == 0
     report = json.loads((tmp_path / "cli" / "report.json").read_text())
     assert report["run"]["target_weights"] == {"critic": 0.5, "planner": 0.5} and report["steps"] == 2
+
+
+def test_validation_scores_without_an_autograd_graph(registry) -> None:
+    system = rg.compile("sequential_light").build(models="tiny", seed=0)
+    objective = AnswerObjective(system, rounds=1, latent_steps=2)
+    with torch.no_grad():
+        scored, _ = objective(DATA[:2])
+    trained, _ = objective(DATA[:2])
+    assert scored.grad_fn is None and trained.grad_fn is not None
+    assert abs(float(scored) - float(trained.detach())) < 1e-6

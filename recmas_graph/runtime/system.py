@@ -290,6 +290,7 @@ class RecursiveSystem(nn.Module):
         text_message_tokens: int = 256,
         use_cache: bool = True,
         checkpoint: bool = False,
+        grad: bool = True,
     ) -> torch.Tensor:
         """Teacher-forced cross-entropy (mean per answer token) of the output agent's ``answers``.
 
@@ -298,11 +299,12 @@ class RecursiveSystem(nn.Module):
         link whose message influences the answer through latent edges, in every round it is used.
         Text messages (text edges) are decoded greedily and carry no gradient, so a link whose
         messages only reach the answer through a text edge gets none. ``checkpoint`` recomputes
-        each pass of the frozen models during the backward pass instead of keeping its activations.
+        each pass of the frozen models during the backward pass instead of keeping its activations;
+        ``grad=False`` only scores (validation: no autograd graph is kept).
         """
         losses = self.target_losses(questions, answers, task=task, dataset=dataset, rounds=rounds,
                                     latent_steps=latent_steps, seed=seed, text_message_tokens=text_message_tokens,
-                                    use_cache=use_cache, checkpoint=checkpoint)
+                                    use_cache=use_cache, checkpoint=checkpoint, grad=grad)
         return losses[self.spec.output][0]
 
     def target_losses(
@@ -319,13 +321,15 @@ class RecursiveSystem(nn.Module):
         text_message_tokens: int = 256,
         use_cache: bool = True,
         checkpoint: bool = False,
+        grad: bool = True,
     ) -> dict[str, tuple[torch.Tensor, int]]:
         """One unrolled run scoring the output agent's ``answers`` and other agents' ``targets``.
 
         ``targets[agent]`` (one text per question) is teacher-forced after that agent's prompt in
         the last round it runs, with the messages it received (the paper's intermediate losses on
         the plan and refined plan). Returns ``{agent: (mean NLL per token, tokens)}`` for the output
-        agent and every agent in ``targets``; see :meth:`answer_loss` for how gradients flow.
+        agent and every agent in ``targets``; see :meth:`answer_loss` for how gradients flow
+        (and ``checkpoint``, ``grad``).
         """
         schedule = self.plan(rounds)
         last_round: dict[str, int] = {}
@@ -350,7 +354,7 @@ class RecursiveSystem(nn.Module):
                                   text_message_tokens=text_message_tokens, tool_choice="auto", use_cache=use_cache,
                                   rounds=schedule.rounds, dataset=dataset, targets=answers)
         settings = replace(settings, agent_targets=agent_targets, checkpoint=checkpoint)
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.set_grad_enabled(grad):
             result = execute(schedule, self.runner, settings, system=self)
         if self.spec.output not in result.target_losses:  # pragma: no cover - a runner that ignores the targets
             raise RunError("the pass runner returned no loss for the decode pass", culprit=type(self.runner).__name__,

@@ -125,7 +125,8 @@ class AnswerObjective:
         targets = {agent: [s.text(target_field(self.system, agent, s)) for s in batch] for agent in self.weights}
         losses = self.system.target_losses([s.question for s in batch], answers, targets, task=self.task,
                                            rounds=self.rounds, latent_steps=self.latent_steps,
-                                           text_message_tokens=self.text_message_tokens, checkpoint=self.checkpoint)
+                                           text_message_tokens=self.text_message_tokens, checkpoint=self.checkpoint,
+                                           grad=torch.is_grad_enabled())  # validation runs under no_grad
         output = self.system.spec.output
         loss, tokens = losses[output]
         for agent, weight in self.weights.items():
