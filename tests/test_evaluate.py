@@ -58,7 +58,10 @@ def test_evaluate_writes_a_record_per_sample_and_a_summary(tmp_path: Path, regis
         assert key in summary, key
     assert summary["n"] == 6 and summary["accuracy"] == report.accuracy
     assert summary["config"]["dataset"]["name"].startswith("jsonl:") and summary["versions"]["torch"] != "-"
-    assert [e.done for e in seen] == [0, 4, 6]  # where it starts, then after each batch
+    assert [e.done for e in seen if e.stage is None] == [0, 4, 6]  # where it starts, then after each batch
+    stages = [e.stage for e in seen if e.stage is not None]  # while the system was built, before any batch
+    assert stages and all(s.startswith("loading ") for s in stages) and seen.index(
+        next(e for e in seen if e.stage is None)) == len(stages)
 
 
 def test_a_finished_sample_is_not_run_again_and_a_changed_config_is_refused(tmp_path: Path, registry, cache,

@@ -104,6 +104,9 @@ def eval_command(
             bar = progress.add_task(topology, total=None, note="")
 
             def report(event: Any) -> None:
+                if event.stage is not None:
+                    progress.update(bar, note=event.stage)
+                    return
                 last.update(system=event.system, done=event.done, total=event.total)
                 progress.update(bar, total=event.total, completed=event.done,
                                 note=f"{event.correct}/{event.done} correct")
@@ -168,6 +171,9 @@ def compare_command(
                 progress.update(bar, description=f"{name} ({i + 1}/{n})", completed=0, total=None, note="")
 
             def report(event: Any) -> None:
+                if event.stage is not None:
+                    progress.update(bar, note=event.stage)
+                    return
                 last.update(system=event.system, done=event.done, total=event.total)
                 progress.update(bar, total=event.total, completed=event.done,
                                 note=f"{event.correct}/{event.done} correct")

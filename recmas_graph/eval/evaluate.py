@@ -45,6 +45,7 @@ class EvalProgress:
     total: int
     correct: int
     wall_s: float
+    stage: str | None = None  # while the system is built: "loading AGENT (REF)", "calibrating ..."
 
 
 @dataclass
@@ -190,7 +191,13 @@ def evaluate(
         pending = [(sid, s) for sid, s in samples if sid not in folder.records]
         start = time.perf_counter()
         if pending and built is None:
-            built = compiled.build(**dict(build or {}))
+            options = dict(build or {})
+            if progress is not None and "on_model" not in options:
+                def stage(agent: str, ref: str) -> None:
+                    text = ref if agent == "links" else f"loading {agent} ({ref})"
+                    progress(EvalProgress(name, 0, len(samples), 0, time.perf_counter() - start, stage=text))
+                options["on_model"] = stage
+            built = compiled.build(**options)
         def report() -> None:
             if progress is not None:
                 done = [r for sid, r in folder.records.items() if sid in order]
