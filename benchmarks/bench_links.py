@@ -91,7 +91,7 @@ def main() -> None:
             trained = rg.compile(topology).build(seed=0, model_cache=cache)
             t0 = time.perf_counter()
             train_links(trained, "outer", data, out / folder, config, heldout=0)
-            train_s = time.perf_counter() - t0
+            train_s = (train_s or {}) | {start: time.perf_counter() - t0}
             systems.append((f"{start} + {args.train_steps} outer steps", trained, str(out / folder / "topology.json")))
 
     rows = []
@@ -108,7 +108,8 @@ def main() -> None:
                          generation={"greedy": True, "max_new_tokens": 32}, build={"model_cache": cache})
         accuracy = cmp.rows
 
-    trained_note = f", trained {args.train_steps} outer steps in {train_s:.0f} s" if train_s is not None else ""
+    trained_note = "".join(f", {start} links trained {args.train_steps} outer steps in {s:.0f} s"
+                           for start, s in (train_s or {}).items())
     print(f"{args.topology}: calibrated on {args.corpus} GSM8K texts in {calibrate_s:.0f} s{trained_note}; "
           f"held-out answer NLL on {args.heldout} other GSM8K solutions")
     print(f"{'system':34} {'held-out NLL':>13}")

@@ -92,3 +92,16 @@ def test_baselines_whose_agents_do_not_think_fit_nothing(cache: Path, registry) 
     for spec in (single(_spec()), all_text(_spec())):
         rg.compile(spec).build(models="tiny", seed=0, on_model=lambda a, r: told.append(a))
     assert "links" not in told and not cache_folder().exists()
+
+
+def test_parameterless_links_and_clashing_file_names_are_handled(cache: Path, registry) -> None:
+    from recmas_graph.train.cached import _files
+
+    data = _spec().model_dump(mode="json")
+    data["agents"][1]["inner_link"] = {"type": "identity", "weights": "calibrated:gsm8k", "options": {}}
+    system = rg.compile(TopologySpec.model_validate(data)).build(models="tiny", seed=0)  # identity: nothing to fit
+    assert ("inner", "critic") not in marked_links(system)["gsm8k"]
+    again = rg.compile(TopologySpec.model_validate(data)).build(models="tiny", seed=0)  # from the cache
+    assert torch.equal(again.inner_links["planner"].proj2.weight, system.inner_links["planner"].proj2.weight)
+    files = _files([("outer", "a->b:c"), ("outer", "a->b-c"), ("inner", "a")])
+    assert len(set(files.values())) == 3

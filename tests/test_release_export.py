@@ -80,3 +80,16 @@ def test_cli_export_then_import_then_run(tmp_path: Path, capsys, registry) -> No
                  "--max-new-tokens", "2", "--greedy"]) == 0
     assert main(["export-release", "sequential_light", "--models", "tiny", "-o", str(tmp_path / "y"),
                  "--style", "mixture"]) == 2
+
+
+def test_exports_of_two_tasks_into_one_folder_keep_both(tmp_path: Path, registry) -> None:
+    system = rg.compile("distillation").build(models="tiny", seed=0)
+    root = tmp_path / "release"
+    export_release(system, root, task="math")
+    export_release(system, root, task="code")
+    s = STYLES["distillation"]
+    for task in ("math", "code"):
+        assert {e.legacy_key for e in read_outerlink_config(root / s.outer_repo / "outerlink_config.json", task,
+                                                            "distillation")} == set(s.legacy_keys)
+        inner = json.loads((root / s.agent_repos["expert"] / "innerlink_config.json").read_text())
+        assert inner["tasks"][task] == {"adapter.pt": f"adapter({task}).pt"}

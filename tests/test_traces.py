@@ -18,7 +18,7 @@ def test_passes_start_in_order_and_do_not_overlap_on_one_device(registry) -> Non
     result = system.run(["What is 2 + 3?"], rounds=2, latent_steps=2,
                         generation=GenerationOptions(max_new_tokens=3, do_sample=False))
     trace = result.trace
-    assert trace[0].start_s >= 0 and trace[-1].start_s + trace[-1].wall_s <= result.wall_s + 1e-3
+    assert trace[-1].start_s + trace[-1].wall_s <= result.wall_s + 1e-3 and trace[-1].start_s > trace[0].start_s
     for before, after in zip(trace, trace[1:]):
         assert after.start_s >= before.start_s + before.wall_s - 1e-6  # one CPU: one pass after another
 
@@ -56,10 +56,24 @@ def test_summary_and_timeline_of_a_trace_file(tmp_path: Path, capsys, registry) 
     assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_traces_without_start_times_lay_passes_end_to_end(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "old.jsonl"
+    rows = [{"batch": 0, "agent": "a", "round": 1, "action": "latent", "wall_s": 0.5},
+            {"batch": 0, "agent": "b", "round": 1, "action": "decode", "wall_s": 0.25},
+            {"batch": 1, "agent": "a", "round": 1, "action": "latent", "wall_s": 0.5}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [p.at_s for p in read_trace(path)] == [0.0, 0.5, 0.75]
+    assert main(["trace", "plot", str(path), "-o", str(tmp_path / "t.gif")]) == 2
+    assert "png, .svg or .pdf" in capsys.readouterr().err
+
+
 def test_a_broken_trace_line_is_named(tmp_path: Path, capsys) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text('{"agent": "a", "round": 1, "action": "latent", "wall_s": 0.1}\n{"agent": "b"}\n')
     assert main(["trace", "summary", str(path)]) == 2
     err = capsys.readouterr().err
     assert "line 2 of t.jsonl" in err and "round" in err
+    path.write_text('{"agent": "a", "round": "one", "action": "latent", "wall_s": 0.1}\n')
+    assert main(["trace", "summary", str(path)]) == 2
+    assert "line 1 of t.jsonl" in capsys.readouterr().err
     assert main(["trace", "summary", str(tmp_path / "none.jsonl")]) == 2

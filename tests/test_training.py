@@ -291,3 +291,12 @@ def test_validation_scores_without_an_autograd_graph(registry) -> None:
     trained, _ = objective(DATA[:2])
     assert scored.grad_fn is None and trained.grad_fn is not None
     assert abs(float(scored) - float(trained.detach())) < 1e-6
+
+
+def test_training_puts_back_which_links_were_trainable(tmp_path: Path, registry) -> None:
+    system = rg.compile("sequential_light").build(models="tiny", seed=0)
+    assert all(p.requires_grad for p in system.inner_links.parameters())
+    train_links(system, "outer", DATA[:2], tmp_path / "o", TrainConfig(steps=1, save_every=1, eval_every=1),
+                heldout=0, rounds=1, latent_steps=2)
+    assert all(p.requires_grad for p in system.inner_links.parameters())
+    assert all(p.requires_grad for p in system.outer_links.parameters())

@@ -112,14 +112,14 @@ def export_release_command(
     from ..errors import RunError
     from ..plugins.manager import default_registry
     from ..release import export_release, matching_style
-    from .runtime import parse_assignments
+    from .runtime import build_status, parse_assignments
 
     if models not in (None, "tiny"):
         raise RunError(f"unknown --models value {models!r}", culprit="--models", hint="use --models tiny, or --model AGENT=REF")
     compiled = default_registry().compile(topology)
     with console.status("loading models...") as status:
         system = compiled.build(models=models, model=parse_assignments(model or [], "--model"),
-                                on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."))
+                                on_model=build_status(status))
     with console.status("writing..."):
         folder = export_release(system, out, style=style, task=task)
     names = sorted(p.name for p in folder.iterdir() if p.is_dir())

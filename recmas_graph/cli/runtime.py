@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -19,6 +19,13 @@ from . import app, console, err_console
 from ._output import JsonLines, terminal_text
 
 __all__ = ["run_command", "read_questions", "parse_assignments", "timing_table"]
+
+
+def build_status(status: Any) -> Any:
+    """An ``on_model`` callback that shows what a build is doing in a rich status line."""
+    def show(name: str, ref: str) -> None:
+        status.update(f"{ref}..." if name == "links" else f"loading {name} ({ref})...")
+    return show
 
 
 def parse_assignments(values: list[str], option: str) -> dict[str, str]:
@@ -122,7 +129,7 @@ def run_command(
         with console.status("loading models...") as status:
             system = compiled.build(
                 models=models, model=parse_assignments(model or [], "--model"), device=_device_option(device or []),
-                dtype=dtype, seed=seed, on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."),
+                dtype=dtype, seed=seed, on_model=build_status(status),
             )
         start = time.perf_counter()
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ..errors import RunError
 from . import app, console, err_console
-from .runtime import _device_option, parse_assignments
+from .runtime import _device_option, build_status, parse_assignments
 
 __all__ = ["calibrate_command", "train_app"]
 
@@ -56,7 +56,7 @@ def calibrate_command(
     with console.status("loading models...") as status:
         system = compiled.build(models=models, model=parse_assignments(model or [], "--model"),
                                 device=_device_option(device or []), dtype=dtype, seed=seed,
-                                on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."))
+                                on_model=build_status(status))
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
         bar = progress.add_task("", total=None)
@@ -117,7 +117,7 @@ def _train(kind: str, topology: str, data: Path, out: Path, *, steps: int, batch
     with console.status("loading models...") as status:
         system = compiled.build(models=models, model=parse_assignments(model or [], "--model"),
                                 device=_device_option(device or []), dtype=dtype, seed=seed,
-                                on_model=lambda name, ref: status.update(f"loading {name} ({ref})..."))
+                                on_model=build_status(status))
     last: dict[str, Any] = {}
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=err_console, transient=True) as progress:

@@ -74,20 +74,33 @@ def read_trace(path: str | Path) -> list[TracePass]:
         if missing:
             raise RunError(f"line {number} of {path.name} is not a trace row (no {', '.join(missing)})",
                            culprit=str(path), hint="give the file that recmas run --trace wrote")
+        try:
+            row["round"], row["wall_s"], row["batch"] = int(row["round"]), float(row["wall_s"]), int(row.get("batch", 0))
+            row["start_s"] = float(row["start_s"]) if "start_s" in row else None
+        except (TypeError, ValueError):
+            raise RunError(f"line {number} of {path.name}: batch, round, wall_s and start_s must be numbers",
+                           culprit=str(path)) from None
         rows.append(row)
     if not rows:
         raise RunError(f"{path} holds no passes", culprit=str(path))
+    # traces written before start_s existed: a batch's passes one after another, in file order
+    clock: dict[int, float] = {}
+    for row in rows:
+        b = int(row.get("batch", 0))
+        if row["start_s"] is None:
+            row["start_s"] = clock.get(b, 0.0)
+        clock[b] = max(clock.get(b, 0.0), row["start_s"] + row["wall_s"])
     # batch offsets: each batch starts where the previous one ended
     ends: dict[int, float] = {}
     for row in rows:
         b = int(row.get("batch", 0))
-        ends[b] = max(ends.get(b, 0.0), float(row.get("start_s", 0.0)) + float(row["wall_s"]))
+        ends[b] = max(ends.get(b, 0.0), row["start_s"] + row["wall_s"])
     offset, offsets = 0.0, {}
     for b in sorted(ends):
         offsets[b] = offset
         offset += ends[b]
     return [TracePass(int(r.get("batch", 0)), str(r["agent"]), int(r["round"]), str(r["action"]),
-                      str(r.get("device", "cpu")), offsets[int(r.get("batch", 0))] + float(r.get("start_s", 0.0)),
+                      str(r.get("device", "cpu")), offsets[int(r.get("batch", 0))] + r["start_s"],
                       float(r["wall_s"]), int(r.get("prompt_tokens", 0)), int(r.get("latent_steps", 0)),
                       int(r.get("generated_tokens", 0)), int(r.get("peak_mem_bytes", 0))) for r in rows]
 
@@ -129,6 +142,10 @@ def plot_timeline(passes: Sequence[TracePass], out: str | Path, *, title: str | 
     except ImportError:
         raise RunError("drawing a timeline needs matplotlib", culprit="recmas trace plot",
                        hint="pip install 'recmas-graph[eval]'") from None
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise RunError(f"cannot draw {out.name}: unknown image type {out.suffix or '(none)'}", culprit=str(out),
+                       hint="name the file .png, .svg or .pdf")
     lanes = timeline(passes)
     end = max(p.at_s + p.wall_s for p in passes) or 1.0
     fig, ax = plt.subplots(figsize=(11, 1.0 + 0.55 * len(lanes)))
@@ -152,7 +169,6 @@ def plot_timeline(passes: Sequence[TracePass], out: str | Path, *, title: str | 
         ax.axvline(x, color="#bbbbbb", linestyle=":", linewidth=1)
     ax.set_title(title or f"{len(passes)} passes, {end:.2f} s")
     fig.tight_layout()
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)

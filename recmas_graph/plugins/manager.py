@@ -298,9 +298,16 @@ class Registry:
         """
         from ..runtime.system import RecursiveSystem
 
+        corpora = {a.inner_link.calibration_corpus for a in compiled.spec.agents} | {
+            e.link.calibration_corpus for e in compiled.spec.edges}
+        corpora.discard(None)
+        if corpora:  # an unknown dataset is named before minutes of model loading
+            from ..eval.datasets import resolve_dataset
+
+            for corpus in sorted(c for c in corpora if c is not None):
+                resolve_dataset(corpus, self)
         system = RecursiveSystem.build(compiled, **options)
-        if any(a.inner_link.calibration_corpus for a in compiled.spec.agents) or any(
-                e.link.calibration_corpus for e in compiled.spec.edges):
+        if corpora:
             from ..train.cached import apply_cached_calibration
 
             on_model = options.get("on_model")

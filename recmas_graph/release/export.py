@@ -54,6 +54,15 @@ def _state(module: Any) -> dict[str, Any]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
+def _tasks(config: Path) -> dict[str, Any]:
+    """The ``tasks`` of a config an earlier export wrote (empty when there is none or it is unreadable)."""
+    try:
+        tasks = json.loads(config.read_text(encoding="utf-8")).get("tasks")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return dict(tasks) if isinstance(tasks, dict) else {}
+
+
 def _check_link(kind: str, link_spec: Any, expected: str, where: str) -> None:
     if link_spec.type != expected or link_spec.options:
         raise ReleaseError(f"{where} is a {link_spec.type!r} link with options {dict(link_spec.options)}; the published "
@@ -97,8 +106,9 @@ def export_release(system: Any, out: str | Path, *, style: str | None = None, ta
         (target / "adapter_config.json").write_text(json.dumps({"adapter_type": "ln_res_adapter"}, indent=2) + "\n")
         name = f"adapter({task}).pt" if tasked else "adapter.pt"
         torch.save(_state(system.inner_links[agent.name]), target / name)
-        if tasked:
-            config = {**header, "role": _role(agent.name), "tasks": {task: {"adapter.pt": name}}}
+        if tasked:  # links of other tasks exported into this folder before are kept
+            tasks = {**_tasks(target / "innerlink_config.json"), task: {"adapter.pt": name}}
+            config = {**header, "role": _role(agent.name), "tasks": tasks}
             (target / "innerlink_config.json").write_text(json.dumps(config, indent=2) + "\n")
     outer = folder / s.outer_repo
     outer.mkdir(parents=True, exist_ok=True)
@@ -116,6 +126,10 @@ def export_release(system: Any, out: str | Path, *, style: str | None = None, ta
                         "in_dim": system.agents[edge.source].loaded.hidden_size,
                         "out_dim": system.agents[edge.target].loaded.hidden_size})
     entries.sort(key=lambda e: list(s.legacy_keys).index(e["legacy_key"]))
-    config = {**header, "tasks": {task: {"task": task, "adapters": entries}}} if tasked else {**header, "adapters": entries}
+    if tasked:
+        tasks = {**_tasks(outer / "outerlink_config.json"), task: {"task": task, "adapters": entries}}
+        config = {**header, "tasks": tasks}
+    else:
+        config = {**header, "adapters": entries}
     (outer / "outerlink_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return folder

@@ -36,13 +36,16 @@ def marked_links(system: Any) -> dict[str, list[tuple[str, str]]]:
     answerer, leaves its inner link as it is)."""
     thinking = {p.agent for wave in system.plan().waves for p in wave if p.latent}
     out: dict[str, list[tuple[str, str]]] = {}
+    def fittable(module: Any) -> bool:  # a link without parameters (identity) has nothing to fit
+        return next(module.parameters(), None) is not None
+
     for agent in system.spec.agents:
         corpus = agent.inner_link.calibration_corpus
-        if corpus is not None and agent.name in thinking:
+        if corpus is not None and agent.name in thinking and fittable(system.inner_links[agent.name]):
             out.setdefault(corpus, []).append(("inner", agent.name))
     for edge_id, edge in system.compiled.edges.items():
         corpus = edge.link.calibration_corpus
-        if corpus is not None and edge_id in system.outer_links:
+        if corpus is not None and edge_id in system.outer_links and fittable(system.outer_links[edge_id]):
             out.setdefault(corpus, []).append(("outer", edge_id))
     return out
 
@@ -77,19 +80,29 @@ def cache_folder() -> Path:
     return cache_root() / "calibrated"
 
 
-def _file(kind: str, name: str) -> str:
+def _files(links: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """A distinct file name per link (two edge ids may spell the same name: a->b:c and a->b-c)."""
     from .export import link_file_name
 
-    return link_file_name(kind, name)
+    names: dict[tuple[str, str], str] = {}
+    for kind, name in links:
+        base, n = link_file_name(kind, name).removesuffix(".safetensors"), 1
+        file = f"{base}.safetensors"
+        while file in names.values():
+            n += 1
+            file = f"{base}_{n}.safetensors"
+        names[(kind, name)] = file
+    return names
 
 
 def _load(system: Any, folder: Path, links: list[tuple[str, str]]) -> None:
     from ..runtime.links.checkpoints import load_link_weights
 
+    files = _files(links)
     for kind, name in links:
         module = system.inner_links[name] if kind == "inner" else system.outer_links[name]
-        device = next(iter(module.parameters())).device
-        load_link_weights(module, folder / _file(kind, name), f"{kind} link {name} (cached calibration)")
+        device = next(module.parameters()).device
+        load_link_weights(module, folder / files[(kind, name)], f"{kind} link {name} (cached calibration)")
         module.to(device)
 
 
@@ -97,17 +110,49 @@ def _save(system: Any, folder: Path, links: list[tuple[str, str]], info: dict[st
     from ..runtime.links.checkpoints import save_link
 
     folder.mkdir(parents=True, exist_ok=True)
+    files = _files(links)
+    info = {**info, "files": {f"{kind} {name}": file for (kind, name), file in files.items()}}
     for kind, name in links:
         if kind == "inner":
             spec = next(a for a in system.spec.agents if a.name == name).inner_link
             size = system.agents[name].loaded.hidden_size
-            save_link(system.inner_links[name], folder / _file(kind, name), spec.type, size, size, spec.options)
+            save_link(system.inner_links[name], folder / files[(kind, name)], spec.type, size, size, spec.options)
         else:
             edge = system.compiled.edge(name)
-            save_link(system.outer_links[name], folder / _file(kind, name), edge.link.type,
+            save_link(system.outer_links[name], folder / files[(kind, name)], edge.link.type,
                       system.agents[edge.source].loaded.hidden_size, system.agents[edge.target].loaded.hidden_size,
                       edge.link.options)
     (folder / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def _apply(system: Any, registry: Any, corpus: str, links: list[tuple[str, str]],
+           on_stage: Callable[[str], None] | None) -> Path:
+    """Fit ``links`` on ``corpus`` into a new cache entry unless one exists; load them from it."""
+    from ..runtime.sources.assets import _file_lock
+    from .calibration import calibrate
+    from .corpus import corpus_from_dataset
+
+    key = calibration_key(system, corpus, links)
+    folder = cache_folder() / key
+    with _file_lock(cache_folder() / f"{key}.lock"):
+        if not (folder / "info.json").is_file():
+            if on_stage is not None:
+                on_stage(f"calibrating {len(links)} links on {corpus} (first use; cached in {folder})")
+            texts = corpus_from_dataset(corpus, registry, limit=CORPUS_SAMPLES)
+            report = calibrate(system, texts, links=links, max_tokens=MAX_TOKENS, seed=0)
+            tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                _save(system, tmp, links, {
+                    "topology": system.spec.name, "corpus": corpus, "texts": report.texts,
+                    "links": [{"kind": f.kind, "name": f.name, "pairs": f.pairs, "loss_random": f.loss_before,
+                               "loss_calibrated": f.loss_after} for f in report.links]})
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp.rename(folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind
+    _load(system, folder, links)  # a fresh fit is loaded too: the same values either way
+    return folder
 
 
 def apply_cached_calibration(system: Any, registry: Any = None,
@@ -117,28 +162,8 @@ def apply_cached_calibration(system: Any, registry: Any = None,
     Returns ``{dataset: cache entry}``. ``on_stage(message)`` is told when a fit starts (minutes
     for real models, once per system and machine).
     """
-    from ..runtime.sources.assets import _file_lock
-    from .calibration import calibrate
-    from .corpus import corpus_from_dataset
+    import torch
 
-    done: dict[str, Path] = {}
-    for corpus, links in marked_links(system).items():
-        key = calibration_key(system, corpus, links)
-        folder = cache_folder() / key
-        with _file_lock(cache_folder() / f"{key}.lock"):
-            if not (folder / "info.json").is_file():
-                if on_stage is not None:
-                    on_stage(f"calibrating {len(links)} links on {corpus} (first use; cached in {folder})")
-                texts = corpus_from_dataset(corpus, registry, limit=CORPUS_SAMPLES)
-                report = calibrate(system, texts, links=links, max_tokens=MAX_TOKENS, seed=0)
-                tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
-                shutil.rmtree(tmp, ignore_errors=True)
-                _save(system, tmp, links, {
-                    "topology": system.spec.name, "corpus": corpus, "texts": report.texts,
-                    "links": [{"kind": f.kind, "name": f.name, "pairs": f.pairs, "loss_random": f.loss_before,
-                               "loss_calibrated": f.loss_after} for f in report.links]})
-                shutil.rmtree(folder, ignore_errors=True)
-                tmp.rename(folder)
-        _load(system, folder, links)  # a fresh fit is loaded too: the same values either way
-        done[corpus] = folder
-    return done
+    with torch.inference_mode(False):  # links fitted or loaded here stay trainable
+        return {corpus: _apply(system, registry, corpus, links, on_stage)
+                for corpus, links in marked_links(system).items()}

@@ -8,7 +8,7 @@ per-dimension scale and shift. So each fit has two linear steps, each solved exa
 2. the LayerNorm's scale and shift are fitted per dimension, ``e_d ~ gamma_d * LN(.)_d + beta_d``.
 
 ``outer_ln_res`` (``ln_target(residual_proj(x) + branch(x))``): ``residual_proj`` is the ridge
-solution ``x -> z``; the MLP branch stays exactly zero. ``inner_ln_res``
+solution ``x -> z``; the MLP branch stays exactly zero (``proj1`` redrawn from the fit's generator). ``inner_ln_res``
 (``post_ln(h + proj2(GELU(proj1(pre_ln(h)))))``) has an identity residual, so the branch carries the
 map: ``proj1`` is a random orthogonal projection (unit-variance features; its bias, 0 for
 non-linear features or 3 for GELU's nearly linear region, is chosen on held-out pairs) and
@@ -96,6 +96,10 @@ def _fit_outer(link: nn.Module, x: torch.Tensor, e: torch.Tensor, generator: tor
     w, b, alpha = ridge(x, standardise(e), generator=generator)  # (H_in, H_out), (H_out,)
     link.residual_proj.weight.copy_(w.T.to(dtype))
     link.residual_proj.bias.copy_(b.to(dtype))
+    # the branch stays exactly zero; proj1 is drawn from the calibration's generator (as the
+    # zero_branch init draws it), so a calibrated link does not depend on the seed it was built with
+    link.proj1.weight.copy_(torch.randn(link.proj1.weight.shape, generator=generator).mul_(0.02).to(dtype))
+    link.proj1.bias.zero_()
     link.proj2.weight.zero_()
     link.proj2.bias.zero_()
     _fit_norm(link.ln_target, standardise(x @ w + b), e)

@@ -124,6 +124,7 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
         self.step = 0
         self._writer: Any = None
+        self._epoch_order: tuple[int, list[int]] = (-1, [])
 
     # ------------------------------------------------------------------ data order
     def batch(self, step: int, micro: int) -> list[Any]:
@@ -134,10 +135,16 @@ class Trainer:
         out = []
         for k in range(start, start + size):
             epoch, pos = divmod(k, n)
-            order = list(range(n))
-            random.Random(self.config.seed * 1_000_003 + epoch).shuffle(order)
-            out.append(self.data[order[pos]])
+            out.append(self.data[self._order(epoch)[pos]])
         return out
+
+    def _order(self, epoch: int) -> list[int]:
+        """The seeded order of the samples in ``epoch`` (kept for the epoch being read)."""
+        if self._epoch_order[0] != epoch:
+            order = list(range(len(self.data)))
+            random.Random(self.config.seed * 1_000_003 + epoch).shuffle(order)
+            self._epoch_order = (epoch, order)
+        return self._epoch_order[1]
 
     # ------------------------------------------------------------------ checkpoints
     @property

@@ -117,7 +117,7 @@ class AnswerObjective:
                 raise RunError(f"no intermediate agent {agent!r} to weight", culprit=f"--target-weight {agent}",
                                hint=f"intermediate agents: {others} (the output agent's loss is the answer's)")
             if weight < 0:
-                raise RunError(f"the target weight of {agent!r} must be positive, got {weight}",
+                raise RunError(f"the target weight of {agent!r} must not be negative, got {weight}",
                                culprit=f"--target-weight {agent}")
 
     def __call__(self, batch: Sequence[TrainSample]) -> tuple[torch.Tensor, int]:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
-from ..eval.records import write_json_atomic
 from ..topology.spec import dump_topology
 from .data import TrainSample, split_heldout
 from .export import save_system_links
@@ -82,6 +81,7 @@ def train_links(system: Any, kind: str, data: Sequence[TrainSample], out: str | 
         for agent in objective.weights:  # every sample must carry the weighted agents' texts, checked up front
             for sample in data:
                 target_field(system, agent, sample)
+    before = {id(p): p.requires_grad for p in system.parameters()}  # put back when training ends
     for module in system.inner_links.values():
         module.requires_grad_(kind == "inner")
     for module in system.outer_links.values():
@@ -96,11 +96,17 @@ def train_links(system: Any, kind: str, data: Sequence[TrainSample], out: str | 
                 "build": {k: repr(built.get(k)) for k in ("device", "dtype")}}
     trainer = Trainer(params, objective, train, out, config, modules={**inner, **outer}, val_data=val,
                       run_info=run_info, progress=progress)
-    report = trainer.run(resume=resume)
+    try:
+        report = trainer.run(resume=resume)
+    finally:
+        for p in system.parameters():
+            p.requires_grad_(before.get(id(p), p.requires_grad))
     folder = Path(out)
     logged = _logged(folder / "metrics.jsonl")  # the whole run's, across resumes
     report.first_loss, report.last_loss = logged["first"], logged["last"]
     report.val_loss = logged["val"] if report.val_loss is None else report.val_loss
+    from ..eval.records import write_json_atomic
+
     save_system_links(system, folder, description=f"{system.spec.description} Links: {kind} loop, "
                                                   f"{report.steps} steps.".strip())
     write_json_atomic(folder / "report.json", {
