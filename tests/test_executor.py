@@ -678,7 +678,9 @@ def test_sigint_in_a_real_process_exits_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "recmas_graph", "run", "sequential_light", "--models", "tiny",
                              "--questions", str(questions), "--batch-size", "1", "--latent-steps", "50",
                              "--max-new-tokens", "50", "-o", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a test runner started in the background ignores SIGINT, and so would the child
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not (out.exists() and out.read_text().strip()):
         time.sleep(0.2)  # interrupt once the first answer is written: mid-run, with finished work to keep
