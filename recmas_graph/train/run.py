@@ -81,11 +81,6 @@ def train_links(system: Any, kind: str, data: Sequence[TrainSample], out: str | 
         for agent in objective.weights:  # every sample must carry the weighted agents' texts, checked up front
             for sample in data:
                 target_field(system, agent, sample)
-    before = {id(p): p.requires_grad for p in system.parameters()}  # put back when training ends
-    for module in system.inner_links.values():
-        module.requires_grad_(kind == "inner")
-    for module in system.outer_links.values():
-        module.requires_grad_(kind == "outer")
     params = [p for m in trained.values() for p in m.parameters()]
     spec_text = dump_topology(system.spec.model_copy(update={"description": ""}))  # a description is not the run
     built = getattr(system, "build_options", {}) or {}
@@ -94,9 +89,14 @@ def train_links(system: Any, kind: str, data: Sequence[TrainSample], out: str | 
                 "heldout": heldout, "max_tokens": max_tokens,
                 "target_weights": dict(sorted(objective.weights.items())) if kind == "outer" else {},
                 "build": {k: repr(built.get(k)) for k in ("device", "dtype")}}
-    trainer = Trainer(params, objective, train, out, config, modules={**inner, **outer}, val_data=val,
-                      run_info=run_info, progress=progress)
+    before = {id(p): p.requires_grad for p in system.parameters()}  # put back when training ends
     try:
+        for module in system.inner_links.values():
+            module.requires_grad_(kind == "inner")
+        for module in system.outer_links.values():
+            module.requires_grad_(kind == "outer")
+        trainer = Trainer(params, objective, train, out, config, modules={**inner, **outer}, val_data=val,
+                          run_info=run_info, progress=progress)
         report = trainer.run(resume=resume)
     finally:
         for p in system.parameters():
