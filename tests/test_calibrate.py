@@ -86,6 +86,15 @@ def test_skip_trained_leaves_loaded_links_alone(tmp_path: Path, registry, cache)
     assert all(torch.equal(v, trained.inner_links["planner"].state_dict()[k]) for k, v in before.items())
 
 
+def test_a_subset_of_links_runs_only_the_models_it_needs(registry, cache) -> None:
+    system = rg.compile("sequential_light").build(models="tiny", seed=0, model_cache=cache)
+    stages: list[str] = []
+    report = calibrate(system, TEXTS, links=[("inner", "planner")], progress=lambda s, d, n: stages.append(s))
+    assert [(f.kind, f.name) for f in report.links] == [("inner", "planner")]
+    ran = {s for s in stages if s.startswith("running ")}
+    assert ran == {f"running {system.agents['planner'].loaded.ref}"}
+
+
 def test_corpora_from_files_and_datasets(tmp_path: Path, registry) -> None:
     txt = tmp_path / "c.txt"
     txt.write_text("first text\n\nsecond text\n")

@@ -69,7 +69,8 @@ def test_a_half_written_entry_is_not_used(cache: Path, registry) -> None:
     system = rg.compile(_spec()).build(models="tiny", seed=0)
     entry = next(p for p in cache_folder().iterdir() if p.is_dir())
     (entry / "info.json").unlink()  # as if killed before the entry was complete
-    (entry / "inner_planner.safetensors").write_bytes(b"broken")
+    assert (entry / "links" / "inner_planner.safetensors").is_file()
+    (entry / "links" / "inner_planner.safetensors").write_bytes(b"broken")
     told: list[str] = []
     again = rg.compile(_spec()).build(models="tiny", seed=0, on_model=lambda a, r: told.append(a))
     assert "links" in told and (entry / "info.json").is_file()
@@ -95,7 +96,7 @@ def test_baselines_whose_agents_do_not_think_fit_nothing(cache: Path, registry) 
 
 
 def test_parameterless_links_and_clashing_file_names_are_handled(cache: Path, registry) -> None:
-    from recmas_graph.train.cached import _files
+    from recmas_graph.train.export import link_files
 
     data = _spec().model_dump(mode="json")
     data["agents"][1]["inner_link"] = {"type": "identity", "weights": "calibrated:gsm8k", "options": {}}
@@ -103,5 +104,5 @@ def test_parameterless_links_and_clashing_file_names_are_handled(cache: Path, re
     assert ("inner", "critic") not in marked_links(system)["gsm8k"]
     again = rg.compile(TopologySpec.model_validate(data)).build(models="tiny", seed=0)  # from the cache
     assert torch.equal(again.inner_links["planner"].proj2.weight, system.inner_links["planner"].proj2.weight)
-    files = _files([("outer", "a->b:c"), ("outer", "a->b-c"), ("inner", "a")])
+    files = link_files([("outer", "a->b:c"), ("outer", "a->b-c"), ("inner", "a")])
     assert len(set(files.values())) == 3

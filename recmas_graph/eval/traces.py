@@ -83,25 +83,20 @@ def read_trace(path: str | Path) -> list[TracePass]:
         rows.append(row)
     if not rows:
         raise RunError(f"{path} holds no passes", culprit=str(path))
-    # traces written before start_s existed: a batch's passes one after another, in file order
-    clock: dict[int, float] = {}
-    for row in rows:
-        b = int(row.get("batch", 0))
-        if row["start_s"] is None:
-            row["start_s"] = clock.get(b, 0.0)
-        clock[b] = max(clock.get(b, 0.0), row["start_s"] + row["wall_s"])
-    # batch offsets: each batch starts where the previous one ended
+    # each batch's end; a row without start_s (traces written before it existed) starts where the
+    # batch's passes so far end, so its passes lie one after another in file order
     ends: dict[int, float] = {}
     for row in rows:
-        b = int(row.get("batch", 0))
+        b = row["batch"]
+        if row["start_s"] is None:
+            row["start_s"] = ends.get(b, 0.0)
         ends[b] = max(ends.get(b, 0.0), row["start_s"] + row["wall_s"])
-    offset, offsets = 0.0, {}
+    offset, offsets = 0.0, {}  # each batch starts where the previous one ended
     for b in sorted(ends):
         offsets[b] = offset
         offset += ends[b]
-    return [TracePass(int(r.get("batch", 0)), str(r["agent"]), int(r["round"]), str(r["action"]),
-                      str(r.get("device", "cpu")), offsets[int(r.get("batch", 0))] + r["start_s"],
-                      float(r["wall_s"]), int(r.get("prompt_tokens", 0)), int(r.get("latent_steps", 0)),
+    return [TracePass(r["batch"], str(r["agent"]), r["round"], str(r["action"]),
+                      str(r.get("device", "cpu")), offsets[r["batch"]] + r["start_s"], r["wall_s"], int(r.get("prompt_tokens", 0)), int(r.get("latent_steps", 0)),
                       int(r.get("generated_tokens", 0)), int(r.get("peak_mem_bytes", 0))) for r in rows]
 
 

@@ -304,7 +304,7 @@ class Registry:
         if corpora:  # an unknown dataset is named before minutes of model loading
             from ..eval.datasets import resolve_dataset
 
-            for corpus in sorted(c for c in corpora if c is not None):
+            for corpus in sorted(corpora):
                 resolve_dataset(corpus, self)
         system = RecursiveSystem.build(compiled, **options)
         if corpora:

@@ -24,7 +24,7 @@ __all__ = ["CALIBRATION_VERSION", "CORPUS_SAMPLES", "marked_links", "calibration
            "apply_cached_calibration"]
 
 #: Bump when the fit changes, so old cache entries are not reused.
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: links under <entry>/links/
 #: Samples of the dataset the links are fitted on (about 1.5 minutes on 2 CPU cores for the packaged models).
 CORPUS_SAMPLES = 64
 MAX_TOKENS = 256
@@ -34,11 +34,10 @@ def marked_links(system: Any) -> dict[str, list[tuple[str, str]]]:
     """``{dataset: [("inner", agent) | ("outer", edge id), ...]}`` of the links marked ``calibrated:``
     that the topology's schedule uses (an agent that never thinks, such as a ``single`` baseline's
     answerer, leaves its inner link as it is)."""
+    from .calibration import fittable
+
     thinking = {p.agent for wave in system.plan().waves for p in wave if p.latent}
     out: dict[str, list[tuple[str, str]]] = {}
-    def fittable(module: Any) -> bool:  # a link without parameters (identity) has nothing to fit
-        return next(module.parameters(), None) is not None
-
     for agent in system.spec.agents:
         corpus = agent.inner_link.calibration_corpus
         if corpus is not None and agent.name in thinking and fittable(system.inner_links[agent.name]):
@@ -80,48 +79,22 @@ def cache_folder() -> Path:
     return cache_root() / "calibrated"
 
 
-def _files(links: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """A distinct file name per link (two edge ids may spell the same name: a->b:c and a->b-c)."""
-    from .export import link_file_name
-
-    names: dict[tuple[str, str], str] = {}
-    for kind, name in links:
-        base, n = link_file_name(kind, name).removesuffix(".safetensors"), 1
-        file = f"{base}.safetensors"
-        while file in names.values():
-            n += 1
-            file = f"{base}_{n}.safetensors"
-        names[(kind, name)] = file
-    return names
-
-
 def _load(system: Any, folder: Path, links: list[tuple[str, str]]) -> None:
     from ..runtime.links.checkpoints import load_link_weights
+    from .export import link_files
 
-    files = _files(links)
-    for kind, name in links:
+    for (kind, name), rel in link_files(links).items():  # the paths save_links gave them
         module = system.inner_links[name] if kind == "inner" else system.outer_links[name]
         device = next(module.parameters()).device
-        load_link_weights(module, folder / files[(kind, name)], f"{kind} link {name} (cached calibration)")
+        load_link_weights(module, folder / rel, f"{kind} link {name} (cached calibration)")
         module.to(device)
 
 
 def _save(system: Any, folder: Path, links: list[tuple[str, str]], info: dict[str, Any]) -> None:
-    from ..runtime.links.checkpoints import save_link
+    from .export import save_links
 
-    folder.mkdir(parents=True, exist_ok=True)
-    files = _files(links)
-    info = {**info, "files": {f"{kind} {name}": file for (kind, name), file in files.items()}}
-    for kind, name in links:
-        if kind == "inner":
-            spec = next(a for a in system.spec.agents if a.name == name).inner_link
-            size = system.agents[name].loaded.hidden_size
-            save_link(system.inner_links[name], folder / files[(kind, name)], spec.type, size, size, spec.options)
-        else:
-            edge = system.compiled.edge(name)
-            save_link(system.outer_links[name], folder / files[(kind, name)], edge.link.type,
-                      system.agents[edge.source].loaded.hidden_size, system.agents[edge.target].loaded.hidden_size,
-                      edge.link.options)
+    paths = save_links(system, folder, links)
+    info = {**info, "files": {f"{kind} {name}": rel for (kind, name), rel in paths.items()}}
     (folder / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 

@@ -22,7 +22,7 @@ from .losses import link_loss
 from .pairs import TokenStates, encode_corpus, inner_pairs, outer_pairs
 from .closed_form import fit_link
 
-__all__ = ["LinkFit", "CalibrationReport", "calibrate"]
+__all__ = ["LinkFit", "CalibrationReport", "calibrate", "fittable"]
 
 #: Share of the corpus (whole texts) kept out of the fit to measure it.
 HOLDOUT = 0.2
@@ -60,6 +60,11 @@ def _split(n: int, generator: torch.Generator) -> tuple[list[int], list[int]]:
     return sorted(order[cut:]), sorted(order[:cut])
 
 
+def fittable(link: Any) -> bool:
+    """Whether a link has anything to fit (an ``identity`` link has no parameters)."""
+    return next(link.parameters(), None) is not None
+
+
 def _loss(link: Any, x: torch.Tensor, e: torch.Tensor) -> float:
     from ..runtime.rollout import apply_link
 
@@ -88,23 +93,25 @@ def calibrate(system: Any, texts: Sequence[str], *, out: str | Path | None = Non
     spec = system.compiled.spec
     weighted = {a.name for a in spec.agents if a.inner_link.weights_file} if skip_trained else set()
     weighted_edges = ({i for i, e in system.compiled.edges.items() if e.link.weights_file} if skip_trained else set())
-    chosen = set(links) if links is not None else None
-    # one pass of each distinct model over the corpus (agents may share a model)
+    jobs = [("inner", n) for n, link in system.inner_links.items() if n not in weighted and fittable(link)]
+    jobs += [("outer", e) for e, link in system.outer_links.items() if e not in weighted_edges and fittable(link)]
+    if links is not None:
+        chosen = set(links)
+        jobs = [job for job in jobs if job in chosen]
+    # one pass over the corpus of each distinct model the fits need (agents may share a model)
+    def agents_of(kind: str, name: str) -> tuple[str, ...]:
+        edge = system.compiled.edge(name) if kind == "outer" else None
+        return (name,) if edge is None else (edge.source, edge.target)
+
+    needed = [system.agents[a].loaded for job in jobs for a in agents_of(*job)]
+    models = {id(loaded.model): loaded for loaded in needed}
     states: dict[int, list[TokenStates]] = {}
-    models = {id(a.loaded.model): a.loaded for a in system.agents.values()}
-    for i, (key, loaded) in enumerate(models.items()):
-        def report(done: int, _i: int = i, _ref: str = loaded.ref) -> None:
+    for key, loaded in models.items():
+        def report(done: int, _ref: str = loaded.ref) -> None:
             if progress is not None:
                 progress(f"running {_ref}", done, len(texts))
         states[key] = encode_corpus(loaded, texts, max_tokens=max_tokens, batch_size=batch_size, progress=report)
     result = CalibrationReport(texts=len(texts))
-    def fittable(link: Any) -> bool:  # a link without parameters (identity) has nothing to fit
-        return any(True for _ in link.parameters())
-
-    jobs = [("inner", n) for n, link in system.inner_links.items() if n not in weighted and fittable(link)]
-    jobs += [("outer", e) for e, link in system.outer_links.items() if e not in weighted_edges and fittable(link)]
-    if chosen is not None:
-        jobs = [job for job in jobs if job in chosen]
     for done, (kind, name) in enumerate(jobs):
         if progress is not None:
             progress(f"fitting {kind} link {name}", done, len(jobs))

@@ -9,13 +9,12 @@ answer (for multiple choice, the correct option written out).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
-from .data import answer_text, utf8_lines
+from .data import answer_text, json_line, utf8_lines
 
 __all__ = ["corpus_from_file", "corpus_from_dataset", "sample_text"]
 
@@ -45,11 +44,7 @@ def corpus_from_file(path: str | Path, *, limit: int | None = None) -> list[str]
 
 
 def _jsonl_text(line: str, number: int, path: Path) -> str:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise RunError(f"line {number} of {path.name} is not JSON: {err.msg}", culprit=str(path),
-                       hint="one JSON object per line") from None
+    record = json_line(line, number, path)
     if not isinstance(record, dict):
         raise RunError(f"line {number} of {path.name} is not a JSON object", culprit=str(path))
     if isinstance(record.get("text"), str):

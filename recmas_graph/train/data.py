@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import RunError
 
-__all__ = ["TrainSample", "read_train_data", "split_heldout", "make_train_data", "write_train_data", "answer_text", "utf8_lines"]
+__all__ = ["TrainSample", "read_train_data", "split_heldout", "make_train_data", "write_train_data", "answer_text", "json_line", "utf8_lines"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,7 @@ def read_train_data(path: str | Path, *, limit: int | None = None) -> list[Train
         for number, line in enumerate(utf8_lines(handle, path), 1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RunError(f"line {number} of {path.name} is not JSON: {err.msg}", culprit=str(path)) from None
+            record = json_line(line, number, path)
             missing = [k for k in ("question", "answer") if not isinstance(record, dict) or not isinstance(record.get(k), str)]
             if missing:
                 fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
@@ -111,6 +108,15 @@ def write_train_data(samples: Sequence[TrainSample], path: str | Path) -> Path:
             handle.write(json.dumps({"id": s.id, "question": s.question, "answer": s.answer, **s.targets},
                                     ensure_ascii=False) + "\n")
     return path
+
+
+def json_line(line: str, number: int, path: Path) -> Any:
+    """Line ``number`` of ``path`` parsed as JSON; one that is not JSON is named by its number."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise RunError(f"line {number} of {path.name} is not JSON: {err.msg}", culprit=str(path),
+                       hint="one JSON object per line") from None
 
 
 def utf8_lines(handle: Any, path: Path) -> Any:

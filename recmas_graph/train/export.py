@@ -14,7 +14,7 @@ from typing import Any
 
 from ..topology.spec import TopologySpec, dump_topology
 
-__all__ = ["link_file_name", "save_system_links", "spec_with_weights"]
+__all__ = ["link_file_name", "link_files", "save_links", "save_system_links", "spec_with_weights"]
 
 
 def link_file_name(kind: str, name: str) -> str:
@@ -40,43 +40,56 @@ def spec_with_weights(spec: TopologySpec, edge_ids: list[str], inner: dict[str, 
     return TopologySpec.model_validate(data)
 
 
-def save_system_links(system: Any, out: str | Path, *, agents: Iterable[str] | None = None,
-                      edges: Iterable[str] | None = None, description: str | None = None) -> Path:
-    """Save the links of ``system`` (default: every inner link and outer link) under ``out`` and
-    write ``out/topology.json`` pointing at them; returns the topology path."""
+def link_files(links: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """A distinct relative path ``links/<file>.safetensors`` per ``("inner", agent)`` / ``("outer",
+    edge id)`` link, in order (two edge ids may spell the same file name: a->b:c and a->b-c).
+
+    >>> link_files([("outer", "a->b:c"), ("outer", "a->b-c")])[("outer", "a->b-c")]
+    'links/outer_a-to-b-c_2.safetensors'
+    """
+    paths: dict[tuple[str, str], str] = {}
+    for kind, name in links:
+        base, n = link_file_name(kind, name).removesuffix(".safetensors"), 1
+        rel = f"links/{base}.safetensors"
+        while rel in paths.values():
+            n += 1
+            rel = f"links/{base}_{n}.safetensors"
+        paths[(kind, name)] = rel
+    return paths
+
+
+def save_links(system: Any, out: str | Path, links: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Save the named links of ``system`` under ``out/links/`` (our format, each with its JSON
+    config); returns each link's path relative to ``out`` (see :func:`link_files`)."""
     from ..runtime.links.checkpoints import save_link
 
     folder = Path(out)
     (folder / "links").mkdir(parents=True, exist_ok=True)
     compiled = system.compiled
-    spec = compiled.spec
-    by_agent = {a.name: a for a in spec.agents}
-    inner: dict[str, str] = {}
-    outer: dict[str, str] = {}
-    used: set[str] = set()
+    by_agent = {a.name: a for a in compiled.spec.agents}
+    paths = link_files(links)
+    for (kind, name), rel in paths.items():
+        if kind == "inner":
+            spec, size = by_agent[name].inner_link, system.agents[name].loaded.hidden_size
+            save_link(system.inner_links[name], folder / rel, spec.type, size, size, spec.options)
+        else:
+            edge = compiled.edge(name)
+            src, dst = system.agents[edge.source].loaded.hidden_size, system.agents[edge.target].loaded.hidden_size
+            save_link(system.outer_links[name], folder / rel, edge.link.type, src, dst, edge.link.options)
+    return paths
 
-    def unique(kind: str, name: str) -> str:  # two ids may spell the same file name (a->b:c, a->b-c)
-        base = link_file_name(kind, name).removesuffix(".safetensors")
-        rel, n = f"links/{base}.safetensors", 1
-        while rel in used:
-            n += 1
-            rel = f"links/{base}_{n}.safetensors"
-        used.add(rel)
-        return rel
 
-    for name in (list(agents) if agents is not None else list(system.inner_links)):
-        link, a = system.inner_links[name], by_agent[name]
-        rel = unique("inner", name)
-        size = system.agents[name].loaded.hidden_size
-        save_link(link, folder / rel, a.inner_link.type, size, size, a.inner_link.options)
-        inner[name] = rel
-    for edge_id in (list(edges) if edges is not None else list(system.outer_links)):
-        edge = compiled.edge(edge_id)
-        rel = unique("outer", edge_id)
-        src, dst = system.agents[edge.source].loaded.hidden_size, system.agents[edge.target].loaded.hidden_size
-        save_link(system.outer_links[edge_id], folder / rel, edge.link.type, src, dst, edge.link.options)
-        outer[edge_id] = rel
-    new = spec_with_weights(spec, list(compiled.edge_ids), inner, outer)
+def save_system_links(system: Any, out: str | Path, *, agents: Iterable[str] | None = None,
+                      edges: Iterable[str] | None = None, description: str | None = None) -> Path:
+    """Save the links of ``system`` (default: every inner link and outer link) under ``out`` and
+    write ``out/topology.json`` pointing at them; returns the topology path."""
+    folder = Path(out)
+    chosen = [("inner", n) for n in (agents if agents is not None else system.inner_links)]
+    chosen += [("outer", e) for e in (edges if edges is not None else system.outer_links)]
+    paths = save_links(system, folder, chosen)
+    inner = {name: rel for (kind, name), rel in paths.items() if kind == "inner"}
+    outer = {name: rel for (kind, name), rel in paths.items() if kind == "outer"}
+    new = spec_with_weights(system.compiled.spec, list(system.compiled.edge_ids), inner, outer)
     if description:
         new = new.model_copy(update={"description": description})
     path = folder / "topology.json"
