@@ -156,7 +156,10 @@ _PLAN_HELP = (
     "Show the unrolled schedule: which agent runs in which round and wave, and what it does.\n\n"
     "Actions: 'latent' (latent thoughts for a consumer), 'text' or 'latent+text' (a text message for a "
     "text-medium edge), 'decode' (the output agent's answer in the last round). Passes whose message "
-    "nobody needs are pruned; the passes of one wave are independent and may run concurrently."
+    "nobody needs are pruned; the passes of one wave are independent and may run concurrently.\n\n"
+    "With --placement (or any of --gpus, --gpu-memory, --models, --model, --device, --batch-size, --dtype) "
+    "it also shows where each agent would go and the estimated memory per device, from the model configs "
+    "and checkpoint headers: no weights are loaded. --gpus and --gpu-memory plan for another machine."
 )
 
 
@@ -169,21 +172,116 @@ def plan(
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the schedule as JSON records: wave, agent, round, action, the "
-                           "inputs (edge, slot, source, round, medium) and the output edges.")
+                           "inputs (edge, slot, source, round, medium) and the output edges; with placement "
+                           "options, an object {\"schedule\": [...], \"placement\": {...}}.")
     ] = False,
     task: Annotated[
         str, typer.Option("--task", help="Show the run settings the topology has for this task type "
                           f"({', '.join(TASK_TYPES)}) or dataset name.")
     ] = "math",
+    placement: Annotated[
+        str | None, typer.Option("--placement", help="Show the placement of this strategy: single, round-robin "
+                                 "(the default), by-size or auto.", show_default=False)
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", min=0, help="Plan for this many GPUs (default: the visible ones).",
+                                 show_default=False)
+    ] = None,
+    gpu_memory: Annotated[
+        float | None, typer.Option("--gpu-memory", min=0, help="Memory of each GPU in GiB (default: the free "
+                                   "memory CUDA reports, for --placement auto).", show_default=False)
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option("--models", help="'tiny': every agent gets the tiny random model of its own "
+                                 "family.", show_default=False)
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Override one agent's model: AGENT=REF (repeatable).",
+                                       show_default=False)
+    ] = None,
+    device: Annotated[
+        list[str] | None, typer.Option("--device", help="'cpu', 'cuda:1', ... for all, or AGENT=DEVICE "
+                                       "(repeatable); explicit choices win over the strategy.", show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Questions per batch, for the KV cache allowance.")
+    ] = 1,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="float32, float16 or bfloat16 for agents whose spec sets none "
+                                 "(default: automatic, float32 on CPU, bfloat16 on a GPU).", show_default=False)
+    ] = None,
 ) -> None:
-    """Print the unrolled schedule as a table of waves (or JSON records)."""
+    """Print the unrolled schedule as a table of waves (or JSON records), and the placement when asked."""
     compiled = _load(topology)
     schedule = compiled.schedule(rounds)
+    wanted = placement is not None or any(v is not None for v in (gpus, gpu_memory, models, dtype)) or bool(
+        model or device) or batch_size != 1
+    found = _placement(compiled, task=task, placement=placement, gpus=gpus, gpu_memory=gpu_memory, models=models,
+                       model=model or [], device=device or [], batch_size=batch_size, dtype=dtype) if wanted else None
     if as_json:
-        _print_json(schedule.as_records())
+        records = schedule.as_records()
+        _print_json(records if found is None else {"schedule": records, "placement": found.as_dict()})
         return
     console.print(_schedule_table(schedule, compiled.spec.name))
     console.print(Text(_settings_text(compiled, task), style="dim"), soft_wrap=False)
+    if found is not None:
+        console.print(_placement_table(found))
+        console.print(_devices_table(found))
+        for warning in found.warnings:
+            console.print(Text(f"warning: {warning}", style="yellow"))
+
+
+def _placement(compiled: CompiledTopology, *, task: str, placement: str | None, gpus: int | None,
+               gpu_memory: float | None, models: str | None, model: list[str], device: list[str], batch_size: int,
+               dtype: str | None) -> Any:
+    """The :class:`~recmas_graph.runtime.placement.PlacementPlan` of the plan options (no weights loaded)."""
+    from ..runtime.placement import plan_placement
+    from ..runtime.sizing import GiB, estimate_tokens
+    from ..runtime.system import with_models
+    from .runtime import parse_assignments
+
+    compiled = with_models(compiled, models, parse_assignments(model, "--model"))
+    where: str | dict[str, str] | None = None
+    if len(device) == 1 and "=" not in device[0]:
+        where = device[0]
+    elif device:
+        where = parse_assignments(device, "--device")
+    memory = None if gpu_memory is None else int(gpu_memory * GiB)
+    return plan_placement(compiled.spec, where, placement=placement, gpus=gpus, gpu_memory=memory,
+                          sources=compiled.catalog.model_sources, dtype=dtype, batch_size=batch_size,
+                          tokens=estimate_tokens(compiled.spec, task if task in TASK_TYPES else "math"))
+
+
+def _placement_table(found: Any) -> Table:
+    """One row per agent: model, device (how it was chosen), dtype, weights and KV allowance."""
+    from ..runtime.sizing import format_bytes
+
+    memory = found.memory
+    table = Table(title=f"placement ({found.strategy}): batch {memory.batch_size}, {memory.tokens} tokens per pass",
+                  title_justify="left", caption="weights shared by agents on one device are counted once; "
+                  "KV: 2 x layers x kv heads x head dim x tokens x batch x dtype bytes", caption_justify="left")
+    for column in ("agent", "model", "device", "dtype", "weights", "KV cache"):
+        table.add_column(column, justify="right" if column in ("weights", "KV cache") else "left", no_wrap=True)
+    for row in memory.agents.values():
+        how = " (explicit)" if row.agent in found.explicit else ""
+        weights = "shared" if row.shared else format_bytes(row.weight_bytes)
+        table.add_row(Text(row.agent), Text(row.model), Text(row.device + how), row.dtype,
+                      weights, format_bytes(row.kv_bytes))
+    return table
+
+
+def _devices_table(found: Any) -> Table:
+    """One row per device: the estimated total and the memory it has (when known)."""
+    from ..runtime.sizing import format_bytes
+
+    table = Table(title="estimated memory per device", title_justify="left")
+    for column in ("device", "estimated", "memory"):
+        table.add_column(column, justify="left" if column == "device" else "right", no_wrap=True)
+    for dev, total in found.device_bytes.items():
+        cap = found.capacity.get(dev)
+        style = "bold red" if cap is not None and total > cap else None
+        table.add_row(Text(dev), format_bytes(total), "-" if cap is None else format_bytes(cap), style=style)
+    return table
 
 
 def _settings_text(compiled: CompiledTopology, task: str) -> str:

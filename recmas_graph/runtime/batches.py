@@ -5,6 +5,12 @@ print finished work before the next batch starts. Question ``i`` of the whole li
 seed ``seed + i`` (or ``seeds[i]``), so an answer depends neither on the batch size nor on its
 batch-mates. A batch that fails with an unexpected exception raises :class:`BatchError`, which
 names the batch and its questions; recmas errors and Ctrl-C pass through unchanged.
+
+With ``backoff=True`` a batch that runs out of memory (:mod:`.oom`) is run again in two halves,
+each halved again while it runs out, down to single questions (where the
+:class:`~recmas_graph.runtime.oom.OutOfMemory` error is raised). Each half is yielded as its own
+:class:`Batch` (the original batch's ``index``, its own ``start``), so the answers are those of
+the same questions run in smaller batches.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RecmasError, RunError
+from .oom import OutOfMemory, free_cached_memory, out_of_memory
 
 if TYPE_CHECKING:
     from .results import RunResult
@@ -49,11 +56,12 @@ class BatchError(RunError):
 
 def run_batches(system: Any, questions: Sequence[str | Mapping[str, str]], *, batch_size: int,
                 ids: Sequence[str] | None = None, seed: int = 0, seeds: Sequence[int] | None = None,
-                **run_options: Any) -> Iterator[Batch]:
+                backoff: bool = False, **run_options: Any) -> Iterator[Batch]:
     """Run ``questions`` on ``system`` ``batch_size`` at a time, yielding each finished :class:`Batch`.
 
     ``ids`` name the questions in errors (default: their 1-based positions); ``run_options`` go to
     :meth:`~recmas_graph.runtime.RecursiveSystem.run` (``task``, ``rounds``, decoding, ...).
+    ``backoff``: a batch that runs out of memory is retried in halves (see the module docstring).
     """
     if batch_size < 1:
         raise RunError(f"batch_size must be at least 1, got {batch_size}", culprit="--batch-size")
@@ -63,12 +71,35 @@ def run_batches(system: Any, questions: Sequence[str | Mapping[str, str]], *, ba
         raise RunError("ids and seeds must have one entry per question", culprit="run_batches()")
     for index, start in enumerate(range(0, len(questions), batch_size)):
         stop = min(start + batch_size, len(questions))
-        t0 = time.perf_counter()
-        try:
-            result = system.run(list(questions[start:stop]), seeds=all_seeds[start:stop], **run_options)
-        except (RecmasError, KeyboardInterrupt):
-            raise
-        except Exception as err:
+        yield from _run_batch(system, questions, names, all_seeds, index, start, stop, backoff, run_options)
+
+
+def _run_batch(system: Any, questions: Sequence[str | Mapping[str, str]], names: Sequence[str],
+               seeds: Sequence[int], index: int, start: int, stop: int, backoff: bool,
+               run_options: Mapping[str, Any]) -> Iterator[Batch]:
+    """Run questions ``start:stop`` as one batch, or (``backoff``, out of memory) as halves."""
+    t0 = time.perf_counter()
+    oom: OutOfMemory | None = None
+    try:
+        result = system.run(list(questions[start:stop]), seeds=list(seeds[start:stop]), **run_options)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        oom = out_of_memory(err, batch_size=stop - start) if backoff else None
+        if oom is None:
+            if isinstance(err, RecmasError):
+                raise
             raise BatchError(f"batch {index + 1} failed: {type(err).__name__}: {err}", index=index,
                              ids=names[start:stop], hint="the batches before it finished") from err
+        if stop - start == 1:
+            if oom is err:
+                raise
+            raise oom from err
+    if oom is None:
         yield Batch(index, start, tuple(names[start:stop]), result, time.perf_counter() - t0)
+        return
+    del oom  # its traceback holds the failed attempt's tensors
+    free_cached_memory()
+    middle = start + (stop - start + 1) // 2
+    yield from _run_batch(system, questions, names, seeds, index, start, middle, backoff, run_options)
+    yield from _run_batch(system, questions, names, seeds, index, middle, stop, backoff, run_options)

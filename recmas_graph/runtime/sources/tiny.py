@@ -11,12 +11,13 @@ heterogeneous systems testable. This module imports torch only when a model is b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ModelSourceError
-from ...topology.catalog import split_model_ref
+from ...topology.catalog import ModelSize, split_model_ref
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -30,6 +31,7 @@ __all__ = [
     "build_tiny_tokenizer",
     "load_tiny",
     "tiny_hidden_size",
+    "tiny_size",
     "check_tiny_ref",
     "tiny_counterpart",
 ]
@@ -128,6 +130,33 @@ def tiny_hidden_size(ref: str) -> int:
     return _tiny_family(ref)[1].hidden_size
 
 
+def _tiny_config(fam: _TinyFamily, vocab_size: int, **special: Any) -> Any:
+    """The transformers config of a tiny family (2 layers, intermediate size twice the hidden size)."""
+    import transformers
+
+    return getattr(transformers, fam.config_class)(
+        vocab_size=vocab_size, hidden_size=fam.hidden_size, intermediate_size=2 * fam.hidden_size,
+        num_hidden_layers=2, max_position_embeddings=2048, **special, **fam.options,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_size(ref: str) -> ModelSize:
+    """Parameter count and KV cache shape of a tiny model, counted on the meta device (no weights)."""
+    import torch
+    import transformers
+
+    _, fam = _tiny_family(ref)
+    config = _tiny_config(fam, 256 + len(_TINY_SPECIALS))  # the byte-level tokenizer's vocab
+    with torch.device("meta"):
+        model = getattr(transformers, fam.model_class)(config)
+    params = sum(p.numel() for p in model.parameters())  # tied embeddings counted once
+    heads = int(config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or fam.hidden_size // heads)
+    return ModelSize(params=params, stored_bytes=None, layers=int(config.num_hidden_layers),
+                     kv_heads=int(config.num_key_value_heads or heads), head_dim=head_dim)
+
+
 def check_tiny_ref(ref: str) -> None:
     """Raise :class:`~recmas_graph.errors.ModelSourceError` unless ``ref`` names a tiny family."""
     _tiny_family(ref)
@@ -148,10 +177,7 @@ def load_tiny(ref: str, *, device: "torch.device | str" = "cpu", dtype: "torch.d
     tokenizer = build_tiny_tokenizer(add_bos=fam.add_bos, name=ref)
     special = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id)
-    config = getattr(transformers, fam.config_class)(
-        vocab_size=len(tokenizer), hidden_size=fam.hidden_size, intermediate_size=2 * fam.hidden_size,
-        num_hidden_layers=2, max_position_embeddings=2048, **special, **fam.options,
-    )
+    config = _tiny_config(fam, len(tokenizer), **special)
     config._name_or_path = ref
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed_of(ref))
