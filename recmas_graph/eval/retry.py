@@ -43,18 +43,10 @@ def needs_retry(output: str, task: str, letters: str | None = None) -> bool:
 def retry_answers(system: Any, outputs: Sequence[str], task: str, *, generation: Any,
                   seeds: Sequence[int]) -> list[str]:
     """The retried answers: each ``output`` + newline + suffix + what the output agent writes next."""
-    import torch
-
-    from ..runtime.decoding import decode
-    from ..runtime.prompts import left_pad
     from ..runtime.sampling import stream_id
 
-    agent = system.agents[system.spec.output]
     texts = [f"{out.rstrip()}\n{RETRY_SUFFIX.get(task, RETRY_SUFFIX['math'])}" for out in outputs]
-    embed = agent.model.get_input_embeddings()
-    with torch.inference_mode():
-        rows = [embed(torch.tensor(agent.tokenizer(t).input_ids, device=embed.weight.device)) for t in texts]
-        options = generation.replace(max_new_tokens=RETRY_TOKENS.get(task, 16), stop=())
-        new = decode(agent.model, agent.tokenizer, left_pad(rows), options, seeds=seeds,
-                     stream=stream_id(agent.name, "retry"), eos_ids=agent.eos_ids)
-    return [t + n for t, n in zip(texts, new.texts)]
+    options = generation.replace(max_new_tokens=RETRY_TOKENS.get(task, 16), stop=())
+    name = system.spec.output
+    new = system.runner.continue_texts(name, texts, options, seeds=seeds, stream=stream_id(name, "retry"))
+    return [t + n for t, n in zip(texts, new)]

@@ -6,7 +6,7 @@ passed in. Several agents may share one :class:`~recmas_graph.runtime.sources.Lo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,29 +33,75 @@ class Agent:
                  system_prompt: str | None = None) -> None:
         self.spec = spec
         self.name = spec.name
-        self.loaded = loaded
-        self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
         self.role = role
-        self.hidden_size: int = loaded.hidden_size
         self.tools = tools
-        note = tool_note(role, tools.tools, tools.max_calls) if tools else ""
-        self.prompter = Prompter(loaded, role, system_prompt=system_prompt, note=note)
-        self.backbone = backbone_of(self.model)
-        self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+        self._system_prompt = system_prompt
+        self._note = tool_note(role, tools.tools, tools.max_calls) if tools else ""
+        #: Low-memory mode: called with this agent when its model is needed while it is not loaded.
+        self.reload: Callable[["Agent"], None] | None = None
+        self.ref: str = loaded.ref
+        self.tokenizer = loaded.tokenizer
+        self.hidden_size: int = loaded.hidden_size
+        self.eos_ids = eos_token_ids(loaded.model, self.tokenizer)
+        self._device, self._dtype = loaded.device, loaded.dtype
+        self._loaded: Any = None
+        self.attach(loaded)
 
     def __repr__(self) -> str:
-        return f"Agent({self.name!r}, role={self.role.name!r}, model={self.loaded.ref!r})"
+        return f"Agent({self.name!r}, role={self.role.name!r}, model={self.ref!r})"
+
+    # ------------------------------------------------------------------ the model, loaded or not
+    def attach(self, loaded: Any) -> None:
+        """Give the agent its loaded model (again, in low-memory mode)."""
+        self._loaded = loaded
+        self._device, self._dtype = loaded.device, loaded.dtype
+        self._prompter = Prompter(loaded, self.role, system_prompt=self._system_prompt, note=self._note)
+        self._backbone = backbone_of(loaded.model)
+
+    def detach(self) -> None:
+        """Drop the agent's references to its model (low-memory mode frees it; :attr:`loaded` reloads it)."""
+        self._loaded = self._prompter = self._backbone = None
+
+    @property
+    def resident(self) -> bool:
+        """Whether the agent's model is loaded."""
+        return self._loaded is not None
+
+    @property
+    def loaded(self) -> Any:
+        """The agent's :class:`~recmas_graph.runtime.sources.LoadedModel` (reloaded when it was freed)."""
+        if self._loaded is None:
+            if self.reload is None:
+                raise RuntimeError(f"agent {self.name!r} has no loaded model")
+            self.reload(self)
+        return self._loaded
+
+    @property
+    def model(self) -> Any:
+        """The frozen causal LM."""
+        return self.loaded.model
+
+    @property
+    def prompter(self) -> Prompter:
+        """Builds this agent's prompts."""
+        self.loaded  # noqa: B018 - reloads a freed model
+        return self._prompter
+
+    @property
+    def backbone(self) -> Any:
+        """The model's transformer body (hidden states, no LM head)."""
+        self.loaded  # noqa: B018 - reloads a freed model
+        return self._backbone
 
     @property
     def device(self) -> torch.device:
-        """Device of the model's input embeddings."""
-        return self.loaded.device
+        """Device of the model's input embeddings (known while the model is freed)."""
+        return self._device
 
     @property
     def dtype(self) -> torch.dtype:
-        """Dtype of the model's input embeddings."""
-        return self.loaded.dtype
+        """Dtype of the model's input embeddings (known while the model is freed)."""
+        return self._dtype
 
     # ------------------------------------------------------------------ prompts
     def render(self, question: str, task: str, filled: Sequence[str], text_slots: Mapping[str, str],

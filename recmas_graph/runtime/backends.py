@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from ..topology.schedule import Pass
-from .decoding import GenerationOptions, stream_id
+from .decoding import GenerationOptions, decode, stream_id
 from .memory import PeakMemory
 from .messages import Message
+from .oom import out_of_memory
+from .prompts import left_pad
 from .results import TraceRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,6 +88,10 @@ class PassRunner(Protocol):
     def run_wave(self, requests: Sequence[PassRequest]) -> list[PassResult]:
         """Run independent passes; the results are in the order of ``requests``."""
 
+    def continue_texts(self, agent: str, texts: Sequence[str], options: GenerationOptions, *,
+                       seeds: Sequence[int], stream: int) -> list[str]:
+        """What ``agent``'s model writes after each plain text (no template, no messages): the retry."""
+
 
 def _in_mode(fn: Any, inference: bool, grad: bool) -> Any:
     """Run ``fn`` in a worker thread with the caller's autograd mode (it is thread-local)."""
@@ -109,6 +115,8 @@ class InProcessRunner:
 
     def concurrent(self, requests: Sequence[PassRequest]) -> bool:
         """Whether to run ``requests`` at the same time: more than one, each on its own CUDA device."""
+        if self.system.residency is not None:  # low-memory mode: one model at a time
+            return False
         devices = [str(self.system.agents[r.step.agent].device) for r in requests]
         return len(devices) > 1 and len(set(devices)) == len(devices) and all(d.startswith("cuda") for d in devices)
 
@@ -120,11 +128,28 @@ class InProcessRunner:
                 return list(pool.map(work, requests))
         return [self.run_pass(r) for r in requests]
 
+    def continue_texts(self, agent: str, texts: Sequence[str], options: GenerationOptions, *,
+                       seeds: Sequence[int], stream: int) -> list[str]:
+        """Decode after each of ``texts`` with ``agent``'s model alone (tokenized as plain text)."""
+        model = self.system.agents[agent]
+        embed = model.model.get_input_embeddings()
+        with torch.inference_mode():
+            rows = [embed(torch.tensor(model.tokenizer(t).input_ids, device=embed.weight.device)) for t in texts]
+            return decode(model.model, model.tokenizer, left_pad(rows), options, seeds=seeds, stream=stream,
+                          eos_ids=model.eos_ids).texts
+
     def run_pass(self, request: PassRequest) -> PassResult:
         """Build the agent's prompt from its inputs, then think, decode or score as the pass requires."""
         agent = self.system.agents[request.step.agent]
-        with PeakMemory(agent.device) as peak:
-            result = self._run_pass(request, agent)
+        try:
+            with PeakMemory(agent.device) as peak:
+                result = self._run_pass(request, agent)
+        except Exception as err:
+            oom = out_of_memory(err, agent=request.step.agent, round=request.step.round, device=str(agent.device),
+                                batch_size=len(request.settings.questions))
+            if oom is None or oom is err:
+                raise
+            raise oom from err
         result.record.peak_mem_bytes = peak.bytes  # CUDA: the device's peak; CPU: the increase during the pass
         return result
 

@@ -30,9 +30,11 @@ from .agent import Agent
 from .backends import InProcessRunner, PassRunner, RunSettings
 from .decoding import GenerationOptions
 from .executor import NO_HOOKS, execute
-from .links.build import build_link, check_link_weights, prepare_untrained
+from .links.assemble import ModelFacts, build_system_links
+from .links.build import check_link_weights
 from .links.checkpoints import resolve_weights_path
 from .placement import resolve_placement
+from .residency import Residency, memory_shortfall
 from .results import RunResult
 from .rollout import apply_link
 from .sources.loaded import ModelCache
@@ -40,7 +42,7 @@ from .sources.tiny import tiny_counterpart
 from .texts import agent_role
 from .tooluse import ToolPolicy
 
-__all__ = ["RecursiveSystem", "resolve_generation"]
+__all__ = ["RecursiveSystem", "resolve_generation", "with_models"]
 
 _GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
                       "stop")
@@ -65,6 +67,21 @@ def resolve_generation(generation: GenerationOptions | None, overrides: Mapping[
     return options.replace(**changes) if changes else options
 
 
+def with_models(compiled: CompiledTopology, models: str | None, model: Mapping[str, str] | None) -> CompiledTopology:
+    """``compiled`` with the models of ``build(models=..., model=...)`` in its spec."""
+    if models not in (None, "tiny"):
+        raise RunError(f"unknown models value {models!r}", culprit="--models",
+                       hint="use models='tiny' (--models tiny), or model={AGENT: REF} (--model AGENT=REF)")
+    overrides = dict(model or {})
+    unknown = sorted(set(overrides) - set(compiled.spec.agent_names))
+    if unknown:
+        raise RunError(f"unknown agent(s) {', '.join(map(repr, unknown))} in model overrides", culprit="--model",
+                       hint=f"use AGENT=REF with one of: {', '.join(compiled.spec.agent_names)}")
+    if models == "tiny":
+        overrides = {a.name: overrides.get(a.name) or tiny_counterpart(a.model) for a in compiled.spec.agents}
+    return compiled.with_overrides(models=overrides)
+
+
 class RecursiveSystem(nn.Module):
     """A built RecursiveMAS system: agents, their inner links, the outer links of latent edges, a schedule.
 
@@ -83,6 +100,11 @@ class RecursiveSystem(nn.Module):
         self.runner: PassRunner = InProcessRunner(self)
         #: How :meth:`build` was called (models, model, device, dtype, seed), for records of the run.
         self.build_options: dict[str, Any] = {}
+        #: Low-memory mode's model manager (``None``: every model stays loaded).
+        self.residency: Residency | None = None
+        #: What is known of every agent's model (a partial system, e.g. on a Ray actor, reads the
+        #: dtype of agents it does not hold here).
+        self.model_facts: dict[str, ModelFacts] = {}
 
     @property
     def spec(self) -> TopologySpec:
@@ -90,7 +112,7 @@ class RecursiveSystem(nn.Module):
         return self.compiled.spec
 
     def extra_repr(self) -> str:
-        models = ", ".join(f"{n}={a.loaded.ref}" for n, a in self.agents.items())
+        models = ", ".join(f"{n}={a.ref}" for n, a in self.agents.items())
         return f"name={self.spec.name!r}, agents: {models}"
 
     # ------------------------------------------------------------------ building
@@ -106,6 +128,8 @@ class RecursiveSystem(nn.Module):
         seed: int = 0,
         model_cache: ModelCache | None = None,
         on_model: Callable[[str, str], None] | None = None,
+        low_memory: bool | None = None,
+        placement: str | None = None,
     ) -> "RecursiveSystem":
         """Load the models of ``compiled`` (each distinct one once) and build its links.
 
@@ -113,72 +137,69 @@ class RecursiveSystem(nn.Module):
         maps agent -> model reference (it wins over ``models``); ``device`` is one device for all
         or a map agent -> device; ``dtype`` applies to agents whose spec sets none (``None``:
         automatic, float32 on CPU); ``seed`` fixes the random initialisation of links without
-        weights; ``on_model(agent, ref)`` reports progress. Link weight files and their shapes are
-        checked before any model loads (when the model sources can tell the hidden sizes). Building
-        always runs outside inference mode, so the links can be trained afterwards.
+        weights; ``on_model(agent, ref)`` reports progress; ``placement`` is the strategy for agents
+        placed automatically (:data:`~recmas_graph.runtime.placement.STRATEGIES`). Link weight files
+        and their shapes are checked before any model loads (when the model sources can tell the
+        hidden sizes). Building always runs outside inference mode, so the links can be trained
+        afterwards. ``low_memory=True`` keeps one model in memory at a time, loaded when a pass
+        needs it (:mod:`.residency`), with the same answers; ``None`` (the default) turns it on
+        only when the estimated memory (:mod:`.sizing`) exceeds what a device has free.
         """
         with torch.inference_mode(False):
             return cls._build(compiled, models=models, model=model, device=device, dtype=dtype, seed=seed,
-                              model_cache=model_cache, on_model=on_model)
+                              model_cache=model_cache, on_model=on_model, low_memory=low_memory, placement=placement)
 
     @classmethod
     def _build(cls, compiled: CompiledTopology, *, models: str | None, model: Mapping[str, str] | None,
                device: str | Mapping[str, str] | None, dtype: str | None, seed: int, model_cache: ModelCache | None,
-               on_model: Callable[[str, str], None] | None) -> "RecursiveSystem":
-        if models not in (None, "tiny"):
-            raise RunError(f"unknown models value {models!r}", culprit="--models",
-                           hint="use models='tiny' (--models tiny), or model={AGENT: REF} (--model AGENT=REF)")
-        overrides = dict(model or {})
-        unknown = sorted(set(overrides) - set(compiled.spec.agent_names))
-        if unknown:
-            raise RunError(f"unknown agent(s) {', '.join(map(repr, unknown))} in model overrides", culprit="--model",
-                           hint=f"use AGENT=REF with one of: {', '.join(compiled.spec.agent_names)}")
-        if models == "tiny":
-            overrides = {a.name: overrides.get(a.name) or tiny_counterpart(a.model) for a in compiled.spec.agents}
-        compiled = compiled.with_overrides(models=overrides)
+               on_model: Callable[[str, str], None] | None, low_memory: bool | None = None,
+               placement: str | None = None) -> "RecursiveSystem":
+        compiled = with_models(compiled, models, model)
         spec, catalog, base = compiled.spec, compiled.catalog, compiled.base_dir
-        placement = resolve_placement(spec, device)
+        placement = resolve_placement(spec, device, placement=placement, sources=catalog.model_sources, dtype=dtype)
         _check_weight_files(spec, base)  # before minutes of model loading
         hidden = _known_hidden_sizes(spec, catalog)
         if hidden is not None:
             check_link_weights(spec, hidden, base, link_types=catalog.link_types)
+        shortfall = memory_shortfall(spec, placement, sources=catalog.model_sources, dtype=dtype) \
+            if low_memory is None else None
+        if low_memory is None:  # automatic: stage by stage only when the estimate does not fit at once
+            low_memory = shortfall is not None
+            if shortfall is not None and on_model is not None:
+                on_model("links", f"low-memory mode: {shortfall}")
+        residency = None
+        if low_memory:
+            residency = Residency({a.name: (a.model, placement[a.name], a.dtype or dtype) for a in spec.agents},
+                                  catalog.model_sources)
         cache = model_cache if model_cache is not None else ModelCache(catalog.model_sources)
-        loaded: dict[str, Any] = {}
-        for agent in spec.agents:
-            if on_model is not None:
-                on_model(agent.name, agent.model)
-            loaded[agent.name] = cache.get(agent.model, device=placement[agent.name], dtype=agent.dtype or dtype,
-                                           sources=catalog.model_sources)
-        if hidden is None:
-            check_link_weights(spec, {n: lm.hidden_size for n, lm in loaded.items()}, base, link_types=catalog.link_types)
-        inner: dict[str, nn.Module] = {}
-        outer: dict[str, nn.Module] = {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for a in spec.agents:
-                lm = loaded[a.name]
-                link = build_link(a.inner_link, lm.hidden_size, lm.hidden_size, link_types=catalog.link_types,
-                                  base_dir=base, where=f"agent {a.name!r} inner_link")
-                if a.inner_link.weights_file is None:
-                    prepare_untrained(link, lm, lm, outer=False)
-                inner[a.name] = link.to(lm.device)
-            for edge_id, edge in compiled.edges.items():
-                if edge.medium != "latent":
-                    continue
-                src, dst = loaded[edge.source], loaded[edge.target]
-                link = build_link(edge.link, src.hidden_size, dst.hidden_size, link_types=catalog.link_types,
-                                  base_dir=base, where=f"edge {edge.label}")
-                if edge.link.weights_file is None:
-                    prepare_untrained(link, src, dst, outer=True)
-                outer[edge_id] = link.to(dst.device)
-        agents = {}
+        loaded: dict[str, Any] = {}  # the models kept loaded (none in low-memory mode)
+        facts: dict[str, ModelFacts] = {}
+        agents: dict[str, Agent] = {}
         for a in spec.agents:
+            if on_model is not None:
+                on_model(a.name, a.model)
+            if residency is not None:
+                lm = residency.get(a.name)  # frees the model before it
+            else:
+                lm = loaded[a.name] = cache.get(a.model, device=placement[a.name], dtype=a.dtype or dtype,
+                                                sources=catalog.model_sources)
+            facts[a.name] = ModelFacts.of(lm)
             role = agent_role(a, catalog.roles)
             tools = (ToolPolicy({n: catalog.tools[n] for n in a.tools}, _protocol(role)) if a.tools else None)
-            agents[a.name] = Agent(a, loaded[a.name], role, tools=tools)
+            agents[a.name] = Agent(a, lm, role, tools=tools)
+            if residency is not None:
+                residency.register(agents[a.name])
+        if residency is not None:
+            residency.free()
+        if hidden is None:
+            check_link_weights(spec, {n: f.hidden_size for n, f in facts.items()}, base, link_types=catalog.link_types)
+        inner, outer = build_system_links(compiled, facts, seed=seed, models=loaded,
+                                          devices={name: agent.device for name, agent in agents.items()})
         system = cls(compiled, agents, inner, outer, hooks=getattr(catalog, "hooks", None))
+        system.residency = residency
+        system.model_facts = facts
         system.build_options = {"models": models, "model": dict(model or {}), "device": device, "dtype": dtype,
-                                "seed": seed}
+                                "seed": seed, **({"low_memory": True} if low_memory else {})}
         for agent in agents.values():
             system.hooks.recmas_agent_built(agent=agent)
         return system
@@ -194,9 +215,11 @@ class RecursiveSystem(nn.Module):
         (B, m, H_src) -> (B, m, H_dst).
         """
         edge = self.compiled.edge(edge_id)
-        target = self.agents[edge.target]
         inner = apply_link(self.inner_links[edge.source], thoughts)  # (B, m, H_src) -> (B, m, H_src)
         msg = apply_link(self.outer_links[edge_id], inner)  # (B, m, H_src) -> (B, m, H_dst)
+        target = self.agents.get(edge.target)
+        if target is None:  # held by another process: the message travels on the CPU
+            return msg.to(device="cpu", dtype=self.model_facts[edge.target].torch_dtype)
         return msg.to(device=target.device, dtype=target.dtype)
 
     # ------------------------------------------------------------------ running

@@ -114,21 +114,28 @@ def embedding_rms(loaded: Any, sample: int = 4096) -> float:
     return float(vectors.pow(2).mean().sqrt())
 
 
-def prepare_untrained(link: nn.Module, source: Any, target: Any, *, outer: bool) -> None:
+def prepare_untrained(link: nn.Module, source: Any, target: Any, *, outer: bool, target_rms: float | None = None,
+                      where: str = "link") -> None:
     """Prepare a link that has no weights: fit a training-free link, or set a random link's output scale.
 
     A link with a ``calibrate`` method is fitted: ``calibrate(source)`` for an inner link (source
-    and target are the agent's model), ``calibrate(source, target=target)`` for an outer link. A
-    link with ``match_output_rms`` gets the target model's token-embedding RMS, so untrained
-    messages sit on the scale of real input embeddings.
+    and target are the agent's model), ``calibrate(source, target=target)`` for an outer link; it
+    needs the loaded models (``None`` where they live elsewhere raises :class:`LinkError`). A link
+    with ``match_output_rms`` gets the target model's token-embedding RMS (``target_rms`` when
+    known, else measured on ``target``), so untrained messages sit on the scale of real input
+    embeddings.
     """
     if hasattr(link, "calibrate"):
+        if source is None or target is None:
+            raise LinkError("this link type fits itself from the loaded models, which live in another process here",
+                            culprit=where, hint="place the agents this link joins in one process (the same "
+                                                "model or device), or give the link weights")
         if outer:
             link.calibrate(source, target=target)
         else:
             link.calibrate(source)
     elif hasattr(link, "match_output_rms"):
-        link.match_output_rms(embedding_rms(target))
+        link.match_output_rms(embedding_rms(target) if target_rms is None else target_rms)
 
 
 def check_link_weights(spec: TopologySpec, hidden_sizes: Mapping[str, int], base_dir: Path | None = None,

@@ -1,0 +1,245 @@
+"""The Ray backend: a system's agents in Ray actors, its passes run where their models are.
+
+:func:`build_on_ray` groups the agents by (model, device) as an in-process build shares models,
+starts one :class:`AgentHost` actor per group (with a GPU when the group is placed on one), and
+builds the links in three steps so that every process holds exactly the links an in-process build
+makes: each actor loads its models and reports their :class:`~recmas_graph.runtime.links.ModelFacts`;
+each builds every link from those facts under the build's seed and returns the ones it owns (its
+agents' inner links, the outer links into its agents); the caller merges them and hands the whole
+set to every actor. The returned :class:`~recmas_graph.runtime.RecursiveSystem` holds the links
+but no model; its :class:`RayRunner` sends each scheduled pass (plain tensors and strings) to the
+actor of its agent, the passes of a wave at once, and the executor, the schedule and the message
+store are the in-process ones.
+
+Training (``answer_loss``) needs autograd across the whole unrolled run, so it stays in process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..errors import RunError
+from ..runtime.backends import InProcessRunner, PassRequest, PassResult
+from ..runtime.decoding import GenerationOptions
+from ..runtime.links.assemble import ModelFacts, build_system_links
+from ..topology.compile import CompiledTopology
+from ..topology.spec import dump_topology
+from .cluster import connect, require_ray, worker_setup
+
+__all__ = ["AgentHost", "RayRunner", "build_on_ray", "host_groups"]
+
+
+def _compile(spec_json: str, base_dir: str | None) -> CompiledTopology:
+    """The topology again, in a worker: the spec and the folder its relative paths start from."""
+    from ..plugins.manager import default_registry
+    from ..topology.compile import compile_topology
+    from ..topology.spec import parse_topology
+
+    registry = default_registry()
+    return compile_topology(parse_topology(json.loads(spec_json)), registry, base_dir=base_dir)
+
+
+class AgentHost:
+    """Ray actor body: some agents of a system (those sharing one model on one device) and all its links."""
+
+    def __init__(self, spec_json: str, base_dir: str | None, agents: Sequence[str], device: str,
+                 dtype: str | None, threads: int = 1) -> None:
+        worker_setup(threads)
+        self.compiled = _compile(spec_json, base_dir)
+        self.names = list(agents)
+        self.device = device
+        self.dtype = dtype
+        self.system: Any = None
+        self.runner: InProcessRunner | None = None
+        self._loaded: dict[str, Any] = {}
+        self._agents: dict[str, Any] = {}
+
+    def load(self) -> dict[str, ModelFacts]:
+        """Load this host's models and make its agents; what the links need to know of them."""
+        from ..runtime.agent import Agent
+        from ..runtime.sources.loaded import ModelCache
+        from ..runtime.system import _protocol
+        from ..runtime.texts import agent_role
+        from ..runtime.tooluse import ToolPolicy
+
+        spec, catalog = self.compiled.spec, self.compiled.catalog
+        cache = ModelCache(catalog.model_sources)
+        facts = {}
+        for name in self.names:
+            a = spec.agent(name)
+            lm = self._loaded[name] = cache.get(a.model, device=self.device, dtype=a.dtype or self.dtype,
+                                                sources=catalog.model_sources)
+            role = agent_role(a, catalog.roles)
+            tools = ToolPolicy({n: catalog.tools[n] for n in a.tools}, _protocol(role)) if a.tools else None
+            self._agents[name] = Agent(a, lm, role, tools=tools)
+            facts[name] = ModelFacts.of(lm)
+        return facts
+
+    def build_links(self, facts: Mapping[str, ModelFacts], seed: int, threads: int) -> dict[str, torch.Tensor]:
+        """Build every link from ``facts``; return the state of the links this host owns (on the CPU).
+
+        They are built with the caller's ``threads`` (an orthogonal init's QR rounds by thread
+        count), so on the same kind of machine they equal an in-process build's to the bit.
+        """
+        from ..runtime.system import RecursiveSystem
+
+        devices = {name: agent.device for name, agent in self._agents.items()}
+        working = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            inner, outer = build_system_links(self.compiled, facts, seed=seed, devices=devices, models=self._loaded,
+                                              own=self.names)
+        finally:
+            torch.set_num_threads(working)
+        system = RecursiveSystem(self.compiled, self._agents, inner, outer,
+                                 hooks=getattr(self.compiled.catalog, "hooks", None))
+        system.model_facts = dict(facts)
+        self.system, self.runner = system, InProcessRunner(system)
+        owned = {f"inner_links.{n}." for n in self.names} | {
+            f"outer_links.{e}." for e, edge in self.compiled.edges.items() if edge.target in self.names}
+        return {k: v.detach().cpu() for k, v in system.state_dict().items() if any(k.startswith(p) for p in owned)}
+
+    def load_links(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Take the merged links (every process then holds the same ones)."""
+        self.system.load_state_dict(dict(state))
+
+    def run_pass(self, request: PassRequest) -> PassResult:
+        """Run one pass here; its messages come back on the CPU."""
+        with torch.inference_mode():
+            result = self.runner.run_pass(request)
+        result.messages = {k: v if isinstance(v, list) else v.cpu() for k, v in result.messages.items()}
+        if result.thoughts is not None:
+            result.thoughts = result.thoughts.cpu()
+        return result
+
+    def continue_texts(self, agent: str, texts: Sequence[str], options: GenerationOptions, seeds: Sequence[int],
+                       stream: int) -> list[str]:
+        """The retry's continuation, with this host's model."""
+        return self.runner.continue_texts(agent, texts, options, seeds=seeds, stream=stream)
+
+    def pid(self) -> int:
+        """This actor's process id (tests kill it)."""
+        import os
+
+        return os.getpid()
+
+
+class RayRunner:
+    """A pass runner sending each pass to the Ray actor of its agent (``hosts[agent]``)."""
+
+    def __init__(self, hosts: Mapping[str, Any]) -> None:
+        self.hosts = dict(hosts)
+
+    def run_pass(self, request: PassRequest) -> PassResult:
+        """Run one pass on its agent's actor."""
+        return self.run_wave([request])[0]
+
+    def run_wave(self, requests: Sequence[PassRequest]) -> list[PassResult]:
+        """Send every pass of a wave at once (actors run concurrently); the results in order."""
+        ray = require_ray()
+        for r in requests:
+            if r.settings.targets is not None or r.settings.agent_targets:
+                raise RunError("losses (training) need autograd through the whole run, in one process",
+                               culprit="--backend ray", hint="train with the in-process backend (--backend local)")
+        start = time.perf_counter()
+        refs = [self.hosts[r.step.agent].run_pass.remote(r) for r in requests]
+        results = [_get(ray, ref, r.step.agent) for ref, r in zip(refs, requests)]
+        for result in results:
+            result.record.start_s = start  # the actors' clocks are not this process's
+        return results
+
+    def continue_texts(self, agent: str, texts: Sequence[str], options: GenerationOptions, *,
+                       seeds: Sequence[int], stream: int) -> list[str]:
+        """The retry's continuation on the actor of ``agent``."""
+        ray = require_ray()
+        return _get(ray, self.hosts[agent].continue_texts.remote(agent, list(texts), options, list(seeds), stream),
+                    agent)
+
+    def shutdown(self) -> None:
+        """Stop the actors (their models are freed)."""
+        ray = require_ray()
+        for host in set(self.hosts.values()):
+            ray.kill(host)
+
+
+def _get(ray: Any, ref: Any, agent: str) -> Any:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayActorError as err:
+        raise RunError(f"the Ray actor holding agent {agent!r} died: {str(err).splitlines()[0]}",
+                       culprit=f"agent {agent!r}",
+                       hint="see the Ray logs (ray logs / /tmp/ray/session_latest/logs); out of memory? "
+                            "try a smaller --batch-size") from None
+
+
+def host_groups(compiled: CompiledTopology, placement: Mapping[str, str],
+                dtype: str | None) -> list[tuple[list[str], str, str | None]]:
+    """Agents grouped as an in-process build shares models: ``(agents, device, dtype)`` per distinct
+    (model, device, dtype), in declaration order."""
+    groups: dict[tuple[str, str, str | None], list[str]] = {}
+    for a in compiled.spec.agents:
+        groups.setdefault((a.model, placement[a.name], a.dtype or dtype), []).append(a.name)
+    return [(names, device, dt) for (_, device, dt), names in groups.items()]
+
+
+def build_on_ray(compiled: CompiledTopology, *, models: str | None = None, model: Mapping[str, str] | None = None,
+                 device: str | Mapping[str, str] | None = None, dtype: str | None = None, seed: int = 0,
+                 address: str | None = None, cpus_per_actor: int | None = None, on_model: Any = None,
+                 placement: str | None = None) -> Any:
+    """Build ``compiled`` with its agents in Ray actors (see the module docs); options as
+    :meth:`RecursiveSystem.build`. ``address`` picks the cluster (:func:`~.cluster.connect`).
+    ``cpus_per_actor``: the CPUs each CPU actor reserves and its torch threads (default: it
+    reserves none, as Ray's actors do, so a system has more actors than the cluster has CPUs,
+    and runs one thread). A GPU actor reserves one GPU."""
+    from ..runtime.placement import resolve_placement
+    from ..runtime.system import RecursiveSystem, with_models
+
+    ray = connect(address)
+    compiled = with_models(compiled, models, model)
+    spec = compiled.spec
+    calibrated = [a.name for a in spec.agents if a.inner_link.calibration_corpus] + [
+        e.label for e in spec.edges if e.link.calibration_corpus]
+    if calibrated:
+        raise RunError(f"links calibrated on first use ({', '.join(calibrated)}) are fitted in one process",
+                       culprit="--backend ray", hint="run once in process (or recmas calibrate) and point the "
+                                                     "links' weights at the files, or use --workers")
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    where = resolve_placement(spec, device, gpus=gpus, placement=placement, sources=compiled.catalog.model_sources,
+                              dtype=dtype)
+    spec_json = dump_topology(spec)
+    base = str(compiled.base_dir) if compiled.base_dir is not None else None
+    remote = ray.remote(AgentHost)
+    hosts: dict[str, Any] = {}
+    handles = []
+    for names, dev, dt in host_groups(compiled, where, dtype):
+        on_gpu = dev.startswith("cuda")
+        options = {"num_gpus": 1} if on_gpu else ({"num_cpus": cpus_per_actor} if cpus_per_actor else {})
+        handle = remote.options(**options).remote(spec_json, base, names, "cuda" if on_gpu else dev, dt,
+                                                  cpus_per_actor or 1)
+        handles.append(handle)
+        for name in names:
+            hosts[name] = handle
+            if on_model is not None:
+                on_model(name, spec.agent(name).model)
+    facts: dict[str, ModelFacts] = {}
+    for part in ray.get([h.load.remote() for h in handles]):
+        facts.update(part)
+    state: dict[str, torch.Tensor] = {}
+    for part in ray.get([h.build_links.remote(facts, seed, torch.get_num_threads()) for h in handles]):
+        state.update(part)
+    ray.get([h.load_links.remote(state) for h in handles])
+    inner, outer = build_system_links(compiled, facts, seed=seed, own=())
+    system = RecursiveSystem(compiled, {}, inner, outer, hooks=getattr(compiled.catalog, "hooks", None))
+    system.load_state_dict(state)
+    system.model_facts = facts
+    system.runner = RayRunner(hosts)
+    system.build_options = {"models": models, "model": dict(model or {}), "device": device, "dtype": dtype,
+                            "seed": seed, "backend": "ray", **({"placement": placement} if placement else {})}
+    return system
+
+

@@ -1,0 +1,111 @@
+"""Low-memory mode: one model in memory at a time, the same answers, losses and records."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import recmas_graph as rg
+from recmas_graph.cli import main
+from recmas_graph.plugins.manager import default_registry
+from recmas_graph.runtime.backends import InProcessRunner
+
+QUESTIONS = ["What is 2 + 3?", "Name a prime number."]
+RUN = dict(greedy=True, max_new_tokens=10, latent_steps=3, rounds=2)
+
+
+@pytest.mark.parametrize("name", sorted(default_registry().topologies))
+def test_low_memory_gives_the_same_answers_with_one_model_loaded(name: str, monkeypatch) -> None:
+    compiled = rg.compile(name)
+    normal = compiled.build(models="tiny").run(QUESTIONS, keep_messages=True, **RUN)
+    system = compiled.build(models="tiny", low_memory=True)
+    assert not any(agent.resident for agent in system.agents.values())  # the build freed every model
+    seen: list[set[str]] = []
+    run_pass = InProcessRunner._run_pass
+
+    def watch(self, request, agent):
+        result = run_pass(self, request, agent)
+        seen.append({a.ref for a in system.agents.values() if a.resident})
+        return result
+
+    monkeypatch.setattr(InProcessRunner, "_run_pass", watch)
+    low = system.run(QUESTIONS, keep_messages=True, **RUN)
+    assert low.answers == normal.answers
+    assert low.generated_tokens == normal.generated_tokens
+    for key, message in normal.messages.items():
+        assert torch.equal(low.messages[key], message), key
+    assert seen and all(len(models) == 1 for models in seen)  # one model in memory during every pass
+    distinct = {a.model for a in compiled.with_overrides(
+        models={a.name: system.agents[a.name].ref for a in compiled.spec.agents}).spec.agents}
+    if len(distinct) > 1:
+        assert system.residency.loads > len(distinct)  # models were freed and loaded again
+
+
+def test_low_memory_trains_the_same() -> None:
+    compiled = rg.compile("sequential_light")
+    losses, grads = [], []
+    for low in (False, True):
+        system = compiled.build(models="tiny", low_memory=low)
+        loss = system.answer_loss(QUESTIONS, ["5", "7"], latent_steps=2)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({k: p.grad.clone() for k, p in system.named_parameters() if p.grad is not None})
+    assert losses[0] == losses[1]
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    assert all(torch.allclose(grads[0][k], grads[1][k]) for k in grads[0])
+
+
+def test_low_memory_eval_writes_the_same_records_and_resumes_either_way(tmp_path) -> None:
+    options = dict(limit=4, batch_size=2, latent_steps=2, generation={"greedy": True, "max_new_tokens": 8})
+    normal = rg.evaluate("sequential_light", "gsm8k", out=tmp_path / "a", build={"models": "tiny"}, **options)
+    low = rg.evaluate("sequential_light", "gsm8k", out=tmp_path / "b", build={"models": "tiny", "low_memory": True},
+                      **options)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("wall_s", "peak_mem_bytes")} for r in rs]  # noqa: E731
+    assert strip(low.records) == strip(normal.records)
+    again = rg.evaluate("sequential_light", "gsm8k", out=tmp_path / "a", build={"models": "tiny", "low_memory": True},
+                        **options)  # same configuration: nothing to do
+    assert strip(again.records) == strip(normal.records)
+
+
+def test_cli_run_low_memory(tmp_path, capsys) -> None:
+    args = ["run", "sequential_light", "--models", "tiny", "-q", "What is 2 + 3?", "--greedy", "--max-new-tokens", "6",
+            "--latent-steps", "2"]
+    assert main(args + ["-o", str(tmp_path / "a.jsonl")]) == 0
+    assert main(args + ["--low-memory", "-o", str(tmp_path / "b.jsonl")]) == 0
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    capsys.readouterr()
+    assert main(args + ["--low-memory", "--backend", "ray"]) == 2
+    assert "one process" in capsys.readouterr().err
+
+
+def test_out_of_memory_in_a_pass_names_the_agent_and_the_fix(monkeypatch) -> None:
+    from recmas_graph.runtime.agent import Agent
+    from recmas_graph.runtime.oom import OutOfMemory
+
+    system = rg.compile("sequential_light").build(models="tiny")
+
+    def exhausted(self, *args, **kwargs):
+        if self.name == "critic":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return think(self, *args, **kwargs)
+
+    think = Agent.think
+    monkeypatch.setattr(Agent, "think", exhausted)
+    with pytest.raises(OutOfMemory) as err:
+        system.run(QUESTIONS, **RUN)
+    assert err.value.agent == "critic" and err.value.round == 1 and err.value.batch_size == 2
+    assert "--low-memory" in err.value.hint and "--batch-size" in err.value.hint
+    assert isinstance(err.value.__cause__, torch.OutOfMemoryError)
+
+
+def test_low_memory_is_chosen_when_the_estimate_does_not_fit(monkeypatch) -> None:
+    from recmas_graph.runtime import residency
+
+    compiled = rg.compile("sequential_light")
+    assert compiled.build(models="tiny").residency is None  # tiny models fit
+    monkeypatch.setattr(residency, "available_bytes", lambda device: 1024)
+    stages: list[str] = []
+    system = compiled.build(models="tiny", on_model=lambda agent, text: stages.append(text))
+    assert system.residency is not None
+    assert any(text.startswith("low-memory mode: estimated") and "available" in text for text in stages)
+    assert compiled.build(models="tiny", low_memory=False).residency is None  # an explicit choice wins
