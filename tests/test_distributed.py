@@ -70,8 +70,8 @@ def test_training_on_ray_is_refused_with_a_fix(local_ray) -> None:
         system.runner.shutdown()
 
 
-def test_sharded_eval_matches_one_process_and_resumes_after_a_worker_dies(local_ray, tmp_path,
-                                                                          monkeypatch) -> None:
+def test_sharded_eval_matches_one_process_when_workers_die_and_after_resuming(local_ray, tmp_path,
+                                                                             monkeypatch) -> None:
     options = dict(limit=10, batch_size=2, build={"models": "tiny"}, latent_steps=2,
                    generation={"greedy": True, "max_new_tokens": 8})
     single = rg.evaluate("sequential_light", "gsm8k", out=tmp_path / "single", **options)
@@ -84,30 +84,92 @@ def test_sharded_eval_matches_one_process_and_resumes_after_a_worker_dies(local_
         made.append(self)
 
     monkeypatch.setattr(sharded_module.ShardedAnswerer, "__init__", remember)
-    killed = []
 
-    def kill_second_worker(event) -> None:
-        if event.done >= 2 and not killed:
-            killed.append(event.done)
-            ray.kill(made[0].workers[1])
+    def killer(which: list[int]):
+        done = []
 
-    out = tmp_path / "sharded"
-    with pytest.raises(RunError, match="Ray worker 2 died") as err:
-        rg.evaluate("sequential_light", "gsm8k", out=out, workers=2, progress=kill_second_worker, **options)
+        def kill(event) -> None:
+            if event.done >= 2 and not done:
+                done.append(event.done)
+                for w in which:
+                    ray.kill(made[-1].workers[w])
+        return kill
+
+    # one worker killed mid-run: the other answers its batches, nothing is lost or written twice
+    out = tmp_path / "one_killed"
+    survived = rg.evaluate("sequential_light", "gsm8k", out=out, workers=2, progress=killer([1]), **options)
+    assert _strip(survived.records) == _strip(single.records)
+    ids = [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(r["id"] for r in single.records)  # each record once
+
+    # every worker killed: the finished batches are kept, and the same call resumes
+    out = tmp_path / "all_killed"
+    with pytest.raises(RunError, match="every worker is gone") as err:
+        rg.evaluate("sequential_light", "gsm8k", out=out, workers=2, progress=killer([0, 1]), **options)
     assert "run the same command again to resume" in err.value.hint
-    kept = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert 2 <= len(kept) < 10  # the finished batches were written, the dead worker's were not
-
+    kept = (out / "results.jsonl").read_text().splitlines()
+    assert 2 <= len(kept) < 10
     resumed = rg.evaluate("sequential_light", "gsm8k", out=out, workers=2, **options)
     assert _strip(resumed.records) == _strip(single.records)
     assert resumed.summary["accuracy"] == single.summary["accuracy"]
-    lines = (out / "results.jsonl").read_text().splitlines()
-    assert sorted(json.loads(line)["id"] for line in lines) == sorted(r["id"] for r in single.records)
+    ids = [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(r["id"] for r in single.records)
 
     on_actors = rg.evaluate("sequential_light", "gsm8k", out=tmp_path / "actors", backend="ray", **options)
     assert _strip(on_actors.records) == _strip(single.records)
 
 
+def test_a_worker_that_cannot_build_raises_the_real_error(local_ray, tmp_path) -> None:
+    from recmas_graph.errors import RecmasError
+
+    with pytest.raises(RecmasError, match="nope") as err:
+        rg.evaluate("sequential_light", "gsm8k", out=tmp_path / "e", workers=1, limit=2,
+                    build={"models": "tiny", "model": {"planner": "tiny:nope"}})
+    assert type(err.value).__module__ == "recmas_graph.errors"  # the worker's own error, not Ray's wrapper
+    assert "ray::" not in str(err.value)
+    assert not (tmp_path / "e" / "results.jsonl").exists() or not (tmp_path / "e" / "results.jsonl").read_text()
+
+
+def test_errors_raised_in_actors_come_back_as_themselves(local_ray) -> None:
+    from recmas_graph.distributed.ray_backend import _all, _get
+
+    @ray.remote
+    class Failing:
+        def fail(self):
+            raise RunError("inner trouble", culprit="agent 'x'", hint="do this")
+
+    actor = Failing.remote()
+    try:
+        with pytest.raises(RunError) as err:
+            _get(ray, actor.fail.remote(), "x")
+        assert type(err.value) is RunError and err.value.message == "inner trouble" and err.value.hint == "do this"
+        with pytest.raises(RunError, match="inner trouble"):
+            _all(ray, [actor.fail.remote()])
+    finally:
+        ray.kill(actor)
+
+
+def test_one_actor_per_gpu_and_one_per_cpu_model() -> None:
+    from recmas_graph.distributed.ray_backend import host_groups
+
+    compiled = rg.compile("mixture")
+    names = compiled.spec.agent_names
+    on_gpus = {n: f"cuda:{i % 2}" for i, n in enumerate(names)}
+    groups = host_groups(compiled, on_gpus, None)
+    assert sorted(dev for _, dev, _ in groups) == ["cuda:0", "cuda:1"]  # never more actors than GPUs
+    assert sorted(n for agents, _, _ in groups for n in agents) == sorted(names)
+    on_cpu = host_groups(compiled, {n: "cpu" for n in names}, None)
+    assert len(on_cpu) == len({a.model for a in compiled.spec.agents})
+    same = host_groups(compiled, {n: "cpu" for n in names}, "float32")  # float32 is what null means on CPU
+    assert [agents for agents, _, _ in same] == [agents for agents, _, _ in on_cpu]
+
+
 def test_more_workers_than_cpus_is_refused(local_ray, tmp_path) -> None:
     with pytest.raises(RunError, match="3 workers need 3 CPUs"):
         rg.evaluate("sequential_light", "gsm8k", out=tmp_path / "e", workers=3, limit=2, build={"models": "tiny"})
+
+
+def test_a_built_system_is_not_sent_to_workers(tmp_path) -> None:
+    system = rg.compile("sequential_light").build(models="tiny")
+    with pytest.raises(RunError, match="runs where it was built"):
+        rg.evaluate(system, "gsm8k", out=tmp_path / "e", workers=2, limit=2)

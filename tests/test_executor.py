@@ -803,3 +803,47 @@ def test_null_dtype_resolves_per_device(monkeypatch) -> None:
     assert loaded.ModelCache.key("tiny:llama", "cuda:0", None) == ("tiny:llama", "cuda:0", "torch.bfloat16")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert loaded.resolve_dtype(None, "cuda:0") == "auto"
+
+
+@pytest.mark.parametrize("name", ["mixture", "mixture_mini"])
+def test_latent_passes_sharing_a_model_run_as_one_batch_with_the_same_results(name: str, monkeypatch) -> None:
+    import recmas_graph as rg
+    from recmas_graph.runtime.backends import InProcessRunner
+
+    system = rg.compile(name).build(models="tiny")
+    questions = ["What is 2 + 3?", "Name a prime number.", "Why is the sky blue?"]
+    merged_calls: list[list[str]] = []
+    run_merged = InProcessRunner.run_merged
+
+    def watch(self, requests):
+        merged_calls.append([r.step.agent for r in requests])
+        return run_merged(self, requests)
+
+    monkeypatch.setattr(InProcessRunner, "run_merged", watch)
+    system.runner.merge = False
+    separate = system.run(questions, greedy=True, max_new_tokens=10, latent_steps=4, keep_messages=True)
+    assert not merged_calls
+    system.runner.merge = True
+    merged = system.run(questions, greedy=True, max_new_tokens=10, latent_steps=4, keep_messages=True)
+    shared = {}
+    for agent in system.agents.values():
+        shared.setdefault(id(agent.loaded), []).append(agent.name)
+    assert merged_calls and all(len(call) > 1 for call in merged_calls)
+    assert all(len({id(system.agents[a].loaded) for a in call}) == 1 for call in merged_calls)  # one model each
+    assert merged.answers == separate.answers
+    assert [(r.agent, r.round, r.action, r.batch_size) for r in merged.trace] == \
+        [(r.agent, r.round, r.action, r.batch_size) for r in separate.trace]
+    for key, message in separate.messages.items():
+        assert torch.allclose(merged.messages[key], message, atol=1e-5), key
+    # the loss (and its gradient through every inner link of the merged passes) is the same
+    losses = []
+    for merge in (False, True):
+        system.runner.merge = merge
+        system.zero_grad()
+        loss = system.answer_loss(questions, ["5", "2", "light"], latent_steps=2)
+        loss.backward()
+        losses.append((loss.item(), {n: p.grad.clone() for n, p in system.inner_links.named_parameters()
+                                     if p.grad is not None}))
+    assert abs(losses[0][0] - losses[1][0]) < 1e-5
+    assert losses[0][1].keys() == losses[1][1].keys() and losses[0][1]
+    assert all(torch.allclose(losses[0][1][k], losses[1][1][k], atol=1e-5) for k in losses[0][1])

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from ..distributed.choose import BACKENDS
 from ..errors import RunError
 from ..topology.spec import TASK_TYPES
 from . import app, console, err_console
@@ -30,7 +31,7 @@ def _options(limit: Optional[int], split: Optional[str], shuffle: bool, seed: in
              top_p: Optional[float], top_k: Optional[int], max_new_tokens: Optional[int],
              text_message_tokens: int, models: Optional[str], model: Optional[list[str]], device: Optional[list[str]],
              dtype: Optional[str], backend: str = "local", ray_address: Optional[str] = None,
-             workers: Optional[int] = None, low_memory: bool = False,
+             workers: Optional[int] = None, low_memory: Optional[bool] = None,
              placement: Optional[str] = None) -> dict[str, Any]:
     if task is not None and task not in TASK_TYPES:
         raise RunError(f"unknown task type {task!r}", culprit="--task", hint=f"use one of {', '.join(TASK_TYPES)}")
@@ -42,11 +43,13 @@ def _options(limit: Optional[int], split: Optional[str], shuffle: bool, seed: in
         generation["greedy"] = True
     build: dict[str, Any] = {"models": models, "model": parse_assignments(model or [], "--model"),
                              "device": _device_option(device or []), "dtype": dtype, "seed": seed,
-                             **({"low_memory": True} if low_memory else {}),
+                             **({"low_memory": low_memory} if low_memory is not None else {}),
                              **({"placement": placement} if placement else {})}
-    if workers is not None and backend != "ray":
-        raise RunError("--workers shards the evaluation over Ray workers", culprit="--workers",
-                       hint="add --backend ray (pip install 'recmas-graph[ray]')")
+    if backend not in BACKENDS:
+        raise RunError(f"unknown backend {backend!r}", culprit="--backend", hint=f"use one of: {', '.join(BACKENDS)}")
+    if ray_address is not None and backend != "ray" and workers is None:
+        raise RunError("--ray-address joins a Ray cluster, which --backend local does not use", culprit="--ray-address",
+                       hint="add --backend ray (or --workers N)")
     return {"limit": limit, "split": split, "shuffle": shuffle, "seed": seed,
             "fields": parse_assignments(field or [], "--field") or None, "task": task, "batch_size": batch_size,
             "overwrite": overwrite, "retry": retry, "metric": metric, "rounds": rounds, "latent_steps": latent_steps,
@@ -102,7 +105,7 @@ def eval_command(
     ray_address: RayAddressOpt = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="With --backend ray: answer the batches on "
                                                    "this many Ray workers, each running a whole system.")] = None,
-    low_memory: LowMemoryOpt = False,
+    low_memory: LowMemoryOpt = None,
     placement: PlacementOpt = None,
 ) -> None:
     """Evaluate a topology on a dataset: per-sample records, accuracy with a 95% interval, resumable."""
@@ -173,7 +176,7 @@ def compare_command(
     ray_address: RayAddressOpt = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="With --backend ray: answer the batches on "
                                                    "this many Ray workers, each running a whole system.")] = None,
-    low_memory: LowMemoryOpt = False,
+    low_memory: LowMemoryOpt = None,
     placement: PlacementOpt = None,
 ) -> None:
     """Compare topologies (and their baselines) on one dataset: a table, CSV, JSON, a plot, paired tests."""

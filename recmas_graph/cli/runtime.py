@@ -68,9 +68,10 @@ BackendOpt = Annotated[str, typer.Option("--backend", help="'local': every agent
                                          "in a Ray actor (pip install 'recmas-graph[ray]').")]
 RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Join this Ray cluster ('auto', HOST:6379); "
                                                       "default: $RAY_ADDRESS, else a local Ray instance.")]
-LowMemoryOpt = Annotated[bool, typer.Option("--low-memory", help="Keep one model in memory at a time, loaded for "
-                                            "the passes that need it (same answers, more loading; default: "
-                                            "only when the estimated memory does not fit).")]
+LowMemoryOpt = Annotated[Optional[bool], typer.Option("--low-memory/--no-low-memory", show_default=False,
+                                                      help="Keep one model in memory at a time, loaded for the passes "
+                                                      "that need it (same answers, more loading). Default: only when "
+                                                      "the estimated memory does not fit.")]
 PlacementOpt = Annotated[Optional[str], typer.Option("--placement", help="Where agents without a device go: single, "
                                                      "round-robin (default), by-size or auto (see recmas plan).")]
 
@@ -108,17 +109,22 @@ def run_command(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write answers as JSONL, batch by batch.")] = None,
     backend: BackendOpt = "local",
     ray_address: RayAddressOpt = None,
-    low_memory: LowMemoryOpt = False,
+    low_memory: LowMemoryOpt = None,
     placement: PlacementOpt = None,
 ) -> None:
     """Run a topology on one or more questions and print the answers and a timing table."""
-    from ..distributed.choose import build_system
+    from ..distributed.choose import BACKENDS, build_system
     from ..plugins.manager import default_registry
     from ..runtime.batches import BatchError, run_batches
     from ..runtime.decoding import GenerationOptions
 
     if task not in TASK_TYPES:
         raise RunError(f"unknown task type {task!r}", culprit="--task", hint=f"use one of {', '.join(TASK_TYPES)}")
+    if backend not in BACKENDS:
+        raise RunError(f"unknown backend {backend!r}", culprit="--backend", hint=f"use one of: {', '.join(BACKENDS)}")
+    if ray_address is not None and backend != "ray":
+        raise RunError("--ray-address joins a Ray cluster, which --backend local does not use", culprit="--ray-address",
+                       hint="add --backend ray")
     if models not in (None, "tiny"):
         raise RunError(f"unknown --models value {models!r}", culprit="--models", hint="use --models tiny, or --model AGENT=REF")
     items: list[dict[str, str]] = [{"id": str(i + 1), "question": q} for i, q in enumerate(question or [])]
@@ -144,7 +150,8 @@ def run_command(
         compiled = default_registry().compile(topology)
         with console.status("loading models...") as status:
             system = build_system(
-                compiled, backend=backend, ray_address=ray_address, **({"low_memory": True} if low_memory else {}),
+                compiled, backend=backend, ray_address=ray_address,
+                **({"low_memory": low_memory} if low_memory is not None else {}),
                 models=models, model=parse_assignments(model or [], "--model"), device=_device_option(device or []),
                 dtype=dtype, seed=seed, on_model=build_status(status), placement=placement,
             )

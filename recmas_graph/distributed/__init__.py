@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-__all__ = ["build_on_ray", "RayRunner", "connect", "require_ray", "ShardedAnswerer"]
+__all__ = ["build_on_ray", "RayRunner", "AgentHost", "host_groups", "connect", "require_ray", "ShardedAnswerer",
+           "EvalWorker", "build_system", "BACKENDS"]
 
-_LAZY = {"build_on_ray": "ray_backend", "RayRunner": "ray_backend", "connect": "cluster", "require_ray": "cluster",
-         "ShardedAnswerer": "sharded"}
+_LAZY = {"build_on_ray": "ray_backend", "RayRunner": "ray_backend", "AgentHost": "ray_backend",
+         "host_groups": "ray_backend", "connect": "cluster", "require_ray": "cluster", "ShardedAnswerer": "sharded",
+         "EvalWorker": "sharded", "build_system": "choose", "BACKENDS": "choose"}
 
 __getattr__ = lazy_exports(__name__, _LAZY)

@@ -19,9 +19,9 @@ def build_system(compiled: Any, *, backend: str = "local", ray_address: str | No
     if backend == "ray":
         from .ray_backend import build_on_ray
 
-        if options.pop("low_memory", False):
+        if options.pop("low_memory", None):
             raise RunError("low-memory mode is for one process", culprit="--low-memory",
-                           hint="on Ray each model has its own actor already; drop --low-memory")
+                           hint="on Ray each model (or each GPU) has its own actor already; drop --low-memory")
         options.pop("model_cache", None)  # models live in the actors
         return build_on_ray(compiled, address=ray_address, **options)
     if backend != "local":

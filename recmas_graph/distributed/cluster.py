@@ -24,7 +24,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     """Join the Ray cluster at ``address`` (``"auto"``: the one ``ray start`` runs here; ``None``:
     ``$RAY_ADDRESS`` if set, else a new local instance with ``num_cpus`` CPUs). Returns ``ray``."""
     ray = require_ray()
-    if ray.is_initialized():
+    if ray.is_initialized():  # this process already joined a cluster (or started one): keep it
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
     options: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
@@ -33,6 +33,10 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     try:
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as err:
+        if address is None:
+            raise RunError(f"cannot start a local Ray instance: {err}", culprit="--backend ray",
+                           hint="see /tmp/ray/session_latest/logs; or start one with 'ray start --head' and "
+                                "pass --ray-address auto") from None
         raise RunError(f"cannot join the Ray cluster at {address!r}: {err}", culprit="--ray-address",
                        hint="start one with 'ray start --head' (then --ray-address auto or HOST:6379), "
                             "or leave --ray-address out for a local instance") from None

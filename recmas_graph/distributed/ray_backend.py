@@ -23,15 +23,16 @@ from typing import Any
 
 import torch
 
-from ..errors import RunError
+from ..errors import RecmasError, RunError
 from ..runtime.backends import InProcessRunner, PassRequest, PassResult
 from ..runtime.decoding import GenerationOptions
-from ..runtime.links.assemble import ModelFacts, build_system_links
+from ..runtime.links.assemble import ModelFacts, build_system_links, self_fitting_links
+from ..runtime.oom import OutOfMemory, free_cached_memory
 from ..topology.compile import CompiledTopology
 from ..topology.spec import dump_topology
 from .cluster import connect, require_ray, worker_setup
 
-__all__ = ["AgentHost", "RayRunner", "build_on_ray", "host_groups"]
+__all__ = ["AgentHost", "RayRunner", "build_on_ray", "host_groups", "unwrap"]
 
 
 def _compile(spec_json: str, base_dir: str | None) -> CompiledTopology:
@@ -45,19 +46,26 @@ def _compile(spec_json: str, base_dir: str | None) -> CompiledTopology:
 
 
 class AgentHost:
-    """Ray actor body: some agents of a system (those sharing one model on one device) and all its links."""
+    """Ray actor body: the agents of a system placed on one device (a GPU), or sharing one model on
+    the CPU, and all the system's links. ``labels[agent]`` is the agent's device as placed (traces
+    and errors name it, not the actor's own ``cuda:0``)."""
 
     def __init__(self, spec_json: str, base_dir: str | None, agents: Sequence[str], device: str,
-                 dtype: str | None, threads: int = 1) -> None:
-        worker_setup(threads)
-        self.compiled = _compile(spec_json, base_dir)
+                 dtype: str | None, threads: int = 1, labels: Mapping[str, str] | None = None) -> None:
+        self.error: BaseException | None = None
         self.names = list(agents)
         self.device = device
         self.dtype = dtype
+        self.labels = dict(labels or {})
         self.system: Any = None
         self.runner: InProcessRunner | None = None
         self._loaded: dict[str, Any] = {}
         self._agents: dict[str, Any] = {}
+        try:  # an actor whose constructor raises dies with a garbled message: keep the error for load()
+            worker_setup(threads)
+            self.compiled = _compile(spec_json, base_dir)
+        except Exception as err:  # noqa: BLE001 - re-raised by load()
+            self.error = err
 
     def load(self) -> dict[str, ModelFacts]:
         """Load this host's models and make its agents; what the links need to know of them."""
@@ -67,8 +75,11 @@ class AgentHost:
         from ..runtime.texts import agent_role
         from ..runtime.tooluse import ToolPolicy
 
+        if self.error is not None:
+            raise self.error
         spec, catalog = self.compiled.spec, self.compiled.catalog
         cache = ModelCache(catalog.model_sources)
+        hooks = getattr(catalog, "hooks", None)
         facts = {}
         for name in self.names:
             a = spec.agent(name)
@@ -78,6 +89,8 @@ class AgentHost:
             tools = ToolPolicy({n: catalog.tools[n] for n in a.tools}, _protocol(role)) if a.tools else None
             self._agents[name] = Agent(a, lm, role, tools=tools)
             facts[name] = ModelFacts.of(lm)
+            if hooks is not None:
+                hooks.recmas_agent_built(agent=self._agents[name])
         return facts
 
     def build_links(self, facts: Mapping[str, ModelFacts], seed: int, threads: int) -> dict[str, torch.Tensor]:
@@ -110,8 +123,15 @@ class AgentHost:
 
     def run_pass(self, request: PassRequest) -> PassResult:
         """Run one pass here; its messages come back on the CPU."""
-        with torch.inference_mode():
-            result = self.runner.run_pass(request)
+        try:
+            with torch.inference_mode():
+                result = self.runner.run_pass(request)
+        except OutOfMemory as err:
+            free_cached_memory()  # give this actor's memory back before a smaller retry
+            label = self.labels.get(request.step.agent, err.device)
+            raise OutOfMemory(err.message.replace(f"on {err.device}", f"on {label}"), agent=err.agent,
+                              round=err.round, device=label, batch_size=err.batch_size, hint=err.hint) from None
+        result.record.device = self.labels.get(request.step.agent, result.record.device)
         result.messages = {k: v if isinstance(v, list) else v.cpu() for k, v in result.messages.items()}
         if result.thoughts is not None:
             result.thoughts = result.thoughts.cpu()
@@ -121,12 +141,6 @@ class AgentHost:
                        stream: int) -> list[str]:
         """The retry's continuation, with this host's model."""
         return self.runner.continue_texts(agent, texts, options, seeds=seeds, stream=stream)
-
-    def pid(self) -> int:
-        """This actor's process id (tests kill it)."""
-        import os
-
-        return os.getpid()
 
 
 class RayRunner:
@@ -167,6 +181,12 @@ class RayRunner:
             ray.kill(host)
 
 
+def unwrap(ray: Any, err: BaseException) -> BaseException | None:
+    """The recmas error a Ray task raised (Ray wraps it with its traceback), else ``None``."""
+    cause = getattr(err, "cause", None) if isinstance(err, ray.exceptions.RayTaskError) else None
+    return cause if isinstance(cause, RecmasError) else None
+
+
 def _get(ray: Any, ref: Any, agent: str) -> Any:
     try:
         return ray.get(ref)
@@ -175,16 +195,40 @@ def _get(ray: Any, ref: Any, agent: str) -> Any:
                        culprit=f"agent {agent!r}",
                        hint="see the Ray logs (ray logs / /tmp/ray/session_latest/logs); out of memory? "
                             "try a smaller --batch-size") from None
+    except ray.exceptions.RayTaskError as err:
+        cause = unwrap(ray, err)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _all(ray: Any, refs: Sequence[Any]) -> list[Any]:
+    """``ray.get`` of every ref, a recmas error raised in an actor re-raised as itself."""
+    try:
+        return ray.get(list(refs))
+    except ray.exceptions.RayTaskError as err:
+        cause = unwrap(ray, err)
+        if cause is None:
+            raise
+        raise cause from None
+    except ray.exceptions.RayActorError as err:
+        raise RunError(f"a Ray actor died while the system was built: {str(err).splitlines()[0]}",
+                       culprit="--backend ray", hint="see the Ray logs (/tmp/ray/session_latest/logs)") from None
 
 
 def host_groups(compiled: CompiledTopology, placement: Mapping[str, str],
                 dtype: str | None) -> list[tuple[list[str], str, str | None]]:
-    """Agents grouped as an in-process build shares models: ``(agents, device, dtype)`` per distinct
-    (model, device, dtype), in declaration order."""
-    groups: dict[tuple[str, str, str | None], list[str]] = {}
+    """The actors of a system, ``(agents, device, dtype)`` each, in declaration order: one per GPU
+    (holding every agent placed there, each distinct model once), and on the CPU one per distinct
+    model and dtype (as an in-process build shares them)."""
+    from ..runtime.sources.loaded import ModelCache
+
+    groups: dict[tuple[str, ...], tuple[list[str], str, str | None]] = {}
     for a in compiled.spec.agents:
-        groups.setdefault((a.model, placement[a.name], a.dtype or dtype), []).append(a.name)
-    return [(names, device, dt) for (_, device, dt), names in groups.items()]
+        device, dt = placement[a.name], a.dtype or dtype
+        key = (device,) if device.startswith("cuda") else ModelCache.key(a.model, "cpu", dt)
+        groups.setdefault(key, ([], device, dt))[0].append(a.name)
+    return list(groups.values())
 
 
 def build_on_ray(compiled: CompiledTopology, *, models: str | None = None, model: Mapping[str, str] | None = None,
@@ -211,28 +255,40 @@ def build_on_ray(compiled: CompiledTopology, *, models: str | None = None, model
     gpus = int(ray.cluster_resources().get("GPU", 0))
     where = resolve_placement(spec, device, gpus=gpus, placement=placement, sources=compiled.catalog.model_sources,
                               dtype=dtype)
+    groups = host_groups(compiled, where, dtype)
+    home = {name: i for i, (names, _, _) in enumerate(groups) for name in names}
+    for link, agents in self_fitting_links(compiled):
+        if len({home[a] for a in agents}) > 1:
+            raise RunError(f"{link} fits itself from the models of {' and '.join(map(repr, agents))}, which would "
+                           "live in different Ray actors", culprit=link,
+                           hint="give the link weights (recmas calibrate), or place both agents on one GPU")
     spec_json = dump_topology(spec)
     base = str(compiled.base_dir) if compiled.base_dir is not None else None
     remote = ray.remote(AgentHost)
     hosts: dict[str, Any] = {}
     handles = []
-    for names, dev, dt in host_groups(compiled, where, dtype):
-        on_gpu = dev.startswith("cuda")
-        options = {"num_gpus": 1} if on_gpu else ({"num_cpus": cpus_per_actor} if cpus_per_actor else {})
-        handle = remote.options(**options).remote(spec_json, base, names, "cuda" if on_gpu else dev, dt,
-                                                  cpus_per_actor or 1)
-        handles.append(handle)
-        for name in names:
-            hosts[name] = handle
-            if on_model is not None:
-                on_model(name, spec.agent(name).model)
-    facts: dict[str, ModelFacts] = {}
-    for part in ray.get([h.load.remote() for h in handles]):
-        facts.update(part)
-    state: dict[str, torch.Tensor] = {}
-    for part in ray.get([h.build_links.remote(facts, seed, torch.get_num_threads()) for h in handles]):
-        state.update(part)
-    ray.get([h.load_links.remote(state) for h in handles])
+    try:
+        for names, dev, dt in groups:
+            on_gpu = dev.startswith("cuda")
+            options = {"num_gpus": 1} if on_gpu else ({"num_cpus": cpus_per_actor} if cpus_per_actor else {})
+            handle = remote.options(**options).remote(spec_json, base, names, "cuda" if on_gpu else dev, dt,
+                                                      cpus_per_actor or 1, {n: where[n] for n in names})
+            handles.append(handle)
+            for name in names:
+                hosts[name] = handle
+                if on_model is not None:
+                    on_model(name, spec.agent(name).model)
+        facts: dict[str, ModelFacts] = {}
+        for part in _all(ray, [h.load.remote() for h in handles]):
+            facts.update(part)
+        state: dict[str, torch.Tensor] = {}
+        for part in _all(ray, [h.build_links.remote(facts, seed, torch.get_num_threads()) for h in handles]):
+            state.update(part)
+        _all(ray, [h.load_links.remote(state) for h in handles])
+    except BaseException:
+        for handle in handles:  # no actor outlives a failed build
+            ray.kill(handle)
+        raise
     inner, outer = build_system_links(compiled, facts, seed=seed, own=())
     system = RecursiveSystem(compiled, {}, inner, outer, hooks=getattr(compiled.catalog, "hooks", None))
     system.load_state_dict(state)

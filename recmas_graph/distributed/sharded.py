@@ -4,8 +4,9 @@ The caller (:func:`recmas_graph.evaluate` with ``workers=N``) keeps the run fold
 pending samples into the same batches as in one process, :class:`ShardedAnswerer` hands them to
 ``N`` :class:`EvalWorker` actors and yields each batch's records as it finishes, and the caller
 appends them to ``results.jsonl``. Each question keeps its own seed, so a record does not depend on
-which worker answered it; a worker that dies costs only its unfinished batch, and running the
-evaluation again resumes from the records written.
+which worker answered it. A worker that dies hands its unfinished batches to the others; only when
+every worker is gone does the evaluation stop, and running it again resumes from the records
+written (a record is written once, by the caller, when its batch has finished).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..errors import RunError
 from ..topology.compile import CompiledTopology
 from ..topology.spec import dump_topology
 from .cluster import connect, worker_setup
-from .ray_backend import _compile
+from .ray_backend import _compile, unwrap
 
 __all__ = ["EvalWorker", "ShardedAnswerer"]
 
@@ -28,9 +29,19 @@ class EvalWorker:
     def __init__(self, spec_json: str, base_dir: str | None, build: Mapping[str, Any], threads: int = 1) -> None:
         from ..plugins.manager import default_registry
 
-        worker_setup(threads)
-        self.registry = default_registry()
-        self.system = self.registry.build_system(_compile(spec_json, base_dir), **dict(build))
+        self.error: BaseException | None = None
+        try:  # an actor whose constructor raises dies with a garbled message: keep the error for ready()
+            worker_setup(threads)
+            self.registry = default_registry()
+            self.system = self.registry.build_system(_compile(spec_json, base_dir), **dict(build))
+        except Exception as err:  # noqa: BLE001 - re-raised by ready()
+            self.error = err
+
+    def ready(self) -> bool:
+        """Raise the error that stopped this worker's build, if any."""
+        if self.error is not None:
+            raise self.error
+        return True
 
     def answer(self, batch: Sequence[tuple[str, Any]], options: Mapping[str, Any],
                fn: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -42,51 +53,75 @@ class EvalWorker:
         scorer = get_metric(options.pop("metric"), self.registry)
         return fn(self.system, list(batch), scorer=scorer, **options)
 
-    def pid(self) -> int:
-        """This worker's process id."""
-        import os
 
-        return os.getpid()
+def _wants_gpu(device: Any) -> bool:
+    """Whether a build's ``device`` option may place agents on a GPU."""
+    if device is None:
+        return True
+    values = device.values() if isinstance(device, Mapping) else [device]
+    return any(str(v).startswith(("cuda", "auto")) for v in values)
 
 
 class ShardedAnswerer:
-    """``workers`` Ray actors each holding ``compiled`` built with ``build``; :meth:`answer` spreads batches."""
+    """``workers`` Ray actors each holding ``compiled`` built with ``build``; :meth:`answer` spreads batches.
+
+    Each worker reserves ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs (default: one when
+    the cluster has GPUs and ``build["device"]`` may use one, else none, and then it sees no GPU);
+    inside a worker the GPUs it reserved are ``cuda:0``, ``cuda:1``, ... The workers are built (and
+    any build error raised as itself) before :meth:`answer` is called.
+    """
 
     def __init__(self, compiled: CompiledTopology, build: Mapping[str, Any], *, workers: int,
-                 address: str | None = None, cpus_per_worker: int = 1) -> None:
+                 address: str | None = None, cpus_per_worker: int = 1, gpus_per_worker: int | None = None) -> None:
         if workers < 1:
             raise RunError(f"workers must be at least 1, got {workers}", culprit="--workers")
         self.ray = connect(address)
         build = {k: v for k, v in dict(build).items() if k not in ("model_cache", "on_model")}  # this process's
-        spec_json = dump_topology(compiled.spec)
-        base = str(compiled.base_dir) if compiled.base_dir is not None else None
-        gpu = str(dict(build).get("device") or "").startswith("cuda")
         have = self.ray.cluster_resources()
-        for kind, each in (("CPU", cpus_per_worker), ("GPU", 1 if gpu else 0)):
+        if gpus_per_worker is None:
+            gpus_per_worker = 1 if have.get("GPU", 0) and _wants_gpu(build.get("device")) else 0
+        for kind, each in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
             if workers * each > have.get(kind, 0):
                 raise RunError(f"{workers} workers need {workers * each} {kind}s; the Ray cluster has "
                                f"{int(have.get(kind, 0))}", culprit="--workers",
                                hint="use fewer --workers, or join a larger cluster with --ray-address")
-        options = {"num_cpus": cpus_per_worker, **({"num_gpus": 1} if gpu else {})}
+        options: dict[str, Any] = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker}
+        if not gpus_per_worker:
+            options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}  # no GPU it has not reserved
         remote = self.ray.remote(EvalWorker).options(**options)
-        self.workers = [remote.remote(spec_json, base, dict(build), cpus_per_worker) for _ in range(workers)]
+        spec_json = dump_topology(compiled.spec)
+        base = str(compiled.base_dir) if compiled.base_dir is not None else None
+        self.workers = [remote.remote(spec_json, base, build, cpus_per_worker) for _ in range(workers)]
+        try:
+            self.ray.get([w.ready.remote() for w in self.workers])
+        except self.ray.exceptions.RayTaskError as err:
+            self.shutdown()
+            cause = unwrap(self.ray, err)
+            if cause is None:
+                raise
+            raise cause from None
+        except BaseException:
+            self.shutdown()
+            raise
 
     def answer(self, batches: Sequence[list[tuple[str, Any]]], options: Mapping[str, Any],
                fn: Callable[..., list[dict[str, Any]]]) -> Iterator[list[dict]]:
         """Each batch's records (``fn`` as :meth:`EvalWorker.answer`), as batches finish (two in
-        flight per worker). A dead worker's batches raise :class:`RunError` after the batches still
-        running elsewhere are yielded."""
+        flight per worker). ``options["order"]`` (sample id -> position) is sent per batch for its
+        own samples only. A dead worker's batches go to the others; when none is left,
+        :class:`RunError` is raised after the batches still running are yielded."""
         ray = self.ray
-        queue = list(enumerate(batches))
+        order = dict(options.get("order") or {})
+        queue = list(range(len(batches)))
         running: dict[Any, tuple[int, int]] = {}  # ref -> (worker, batch index)
-        failed: dict[int, list[str]] = {}  # dead worker -> the ids it did not answer
-        reasons: dict[int, str] = {}
         alive = set(range(len(self.workers)))
+        deaths: list[str] = []
 
         def submit(worker: int) -> None:
-            if queue and not failed:
-                index, batch = queue.pop(0)
-                running[self.workers[worker].answer.remote(batch, dict(options), fn)] = (worker, index)
+            if queue and worker in alive:
+                index = queue.pop(0)
+                mine = {**options, "order": {sid: order[sid] for sid, _ in batches[index] if sid in order}}
+                running[self.workers[worker].answer.remote(batches[index], mine, fn)] = (worker, index)
 
         for worker in range(len(self.workers)):
             submit(worker)
@@ -97,17 +132,25 @@ class ShardedAnswerer:
             try:
                 records = ray.get(ready[0])
             except ray.exceptions.RayActorError as err:
+                if worker in alive:
+                    deaths.append(f"Ray worker {worker + 1} died ({str(err).splitlines()[0]})")
                 alive.discard(worker)
-                failed.setdefault(worker, []).extend(sid for sid, _ in batches[index])
-                reasons[worker] = str(err).splitlines()[0]
+                queue.insert(0, index)  # answered by another worker, or by the next run
+                for other in sorted(alive):
+                    while queue and sum(1 for w, _ in running.values() if w == other) < 2:
+                        submit(other)
                 continue
+            except ray.exceptions.RayTaskError as err:
+                cause = unwrap(ray, err)
+                if cause is None:
+                    raise
+                raise cause from None
             yield records
-            if worker in alive:
-                submit(worker)
-        if failed:
-            words = [f"Ray worker {w + 1} died ({reasons[w]}) before answering {', '.join(ids)}"
-                     for w, ids in sorted(failed.items())]
-            raise RunError("; ".join(words), culprit="--workers",
+            submit(worker)
+        if queue:
+            left = sum(len(batches[i]) for i in queue)
+            raise RunError("; ".join(deaths) + f": every worker is gone, {left} question(s) unanswered",
+                           culprit="--workers",
                            hint="the finished records are saved: run the same command again to resume")
 
     def shutdown(self) -> None:

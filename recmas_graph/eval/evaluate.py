@@ -166,13 +166,17 @@ def evaluate(
     reference styles) applies the reference's answer retry. ``generation`` holds decoding options
     (``greedy``, ``max_new_tokens``, ...) on top of the topology's settings for the dataset.
     ``backend="ray"`` builds the system with its agents in Ray actors (:mod:`recmas_graph.distributed`);
-    ``workers=N`` instead answers the batches on ``N`` Ray workers, each with a whole system, while
-    this process writes the records (``ray_address``: the cluster to join). Neither changes the
+    ``workers=N`` (Ray whatever ``backend`` says) instead answers the batches on ``N`` Ray workers,
+    each with a whole system, while this process writes the records (``ray_address``: the cluster
+    to join). Neither changes the
     records, so an evaluation may be resumed with another backend.
     """
     from ..runtime.system import RecursiveSystem
 
     registry = registry or default_registry()
+    if isinstance(system_or_topology, RecursiveSystem) and (workers is not None or backend != "local"):
+        raise RunError("a built system runs where it was built", culprit="workers=" if workers else "backend=",
+                       hint="give the topology (and build=...) to evaluate on Ray workers or Ray actors")
     if batch_size < 1:
         raise RunError(f"batch_size must be at least 1, got {batch_size}", culprit="--batch-size")
     data = resolve_dataset(dataset, registry, split=split, task=task, fields=fields)
@@ -200,21 +204,7 @@ def evaluate(
         pending = [(sid, s) for sid, s in samples if sid not in folder.records]
         start = time.perf_counter()
         sharded = None
-        if pending and built is None:
-            options = dict(build or {})
-            if workers is not None:
-                from ..distributed.sharded import ShardedAnswerer
-
-                sharded = ShardedAnswerer(compiled, options, workers=workers, address=ray_address)
-            else:
-                if progress is not None and "on_model" not in options:
-                    def stage(agent: str, ref: str) -> None:
-                        text = ref if agent == "links" else f"loading {agent} ({ref})"
-                        progress(EvalProgress(name, 0, len(samples), 0, time.perf_counter() - start, stage=text))
-                    options["on_model"] = stage
-                from ..distributed.choose import build_system
-
-                built = build_system(compiled, backend=backend, ray_address=ray_address, **options)
+        owned = None  # a Ray-built system this evaluation started (its actors are stopped at the end)
 
         def report() -> None:
             if progress is not None:
@@ -222,18 +212,33 @@ def evaluate(
                 progress(EvalProgress(name, len(done), len(samples), sum(1 for r in done if r["correct"]),
                                       time.perf_counter() - start))
 
-        report()  # where a resumed run starts
         by_task: dict[str, list[tuple[str, Sample]]] = {}
         for item in pending:
             by_task.setdefault(item[1].task, []).append(item)
         run = {"dataset": data.name, "rounds": rounds, "latent_steps": latent_steps, "generation": dict(generation or {}),
                "text_message_tokens": text_message_tokens, "retry": use_retry}
         try:
+            if pending and built is None:
+                options = dict(build or {})
+                if workers is not None:
+                    from ..distributed.sharded import ShardedAnswerer
+
+                    sharded = ShardedAnswerer(compiled, options, workers=workers, address=ray_address)
+                else:
+                    if progress is not None and "on_model" not in options:
+                        def stage(agent: str, ref: str) -> None:
+                            text = ref if agent == "links" else f"loading {agent} ({ref})"
+                            progress(EvalProgress(name, 0, len(samples), 0, time.perf_counter() - start, stage=text))
+                        options["on_model"] = stage
+                    from ..distributed.choose import build_system
+
+                    built = build_system(compiled, backend=backend, ray_address=ray_address, **options)
+                    owned = built if backend == "ray" else None
+            report()  # where a resumed run starts
             for sample_task, items in by_task.items():
                 if sharded is not None:
                     cut = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-                    options = {**run, "task": sample_task, "metric": scorer.name, "seed": seed,
-                               "order": {sid: order[sid] for sid, _ in items}}
+                    options = {**run, "task": sample_task, "metric": scorer.name, "seed": seed, "order": order}
                     for records in sharded.answer(cut, options, answer_batch):
                         folder.append(records)
                         report()
@@ -250,8 +255,8 @@ def evaluate(
         finally:
             if sharded is not None:
                 sharded.shutdown()
-            if backend == "ray" and built is not None and built is not system_or_topology:
-                built.runner.shutdown()  # the actors this evaluation started
+            if owned is not None:
+                owned.runner.shutdown()  # the actors this evaluation started
         records = sorted((r for sid, r in folder.records.items() if sid in order), key=lambda r: order[str(r["id"])])
         summary = summarize(records, folder.config, seed=seed)
         write_json_atomic(folder.summary_path, summary)

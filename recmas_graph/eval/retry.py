@@ -48,5 +48,10 @@ def retry_answers(system: Any, outputs: Sequence[str], task: str, *, generation:
     texts = [f"{out.rstrip()}\n{RETRY_SUFFIX.get(task, RETRY_SUFFIX['math'])}" for out in outputs]
     options = generation.replace(max_new_tokens=RETRY_TOKENS.get(task, 16), stop=())
     name = system.spec.output
-    new = system.runner.continue_texts(name, texts, options, seeds=seeds, stream=stream_id(name, "retry"))
+    runner = system.runner
+    if not hasattr(runner, "continue_texts"):  # a runner of its own that predates the retry hook
+        from ..runtime.backends import InProcessRunner
+
+        runner = InProcessRunner(system)
+    new = runner.continue_texts(name, texts, options, seeds=seeds, stream=stream_id(name, "retry"))
     return [t + n for t, n in zip(texts, new)]

@@ -1,5 +1,5 @@
 """The runtime layer: model sources, links, prompts and splicing, latent rollout, decoding, agents,
-the system (an ``nn.Module``), placement, the message store, pass runners (backends) and the
+the system (an ``nn.Module``), placement and memory estimates, low-memory mode, the message store, pass runners (backends) and the
 executor. Names are imported on first use, so ``import recmas_graph.runtime`` costs nothing.
 """
 
@@ -10,7 +10,8 @@ from .._lazy import lazy_exports
 __all__ = [
     "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "GenerationOptions", "PromptBatch",
     "LoadedModel", "ModelCache", "load_model", "MessageStore", "PassRequest", "PassResult", "PassRunner",
-    "InProcessRunner", "execute", "resolve_placement",
+    "InProcessRunner", "execute", "resolve_placement", "plan_placement", "PlacementPlan", "STRATEGIES",
+    "estimate_memory", "MemoryEstimate", "Residency", "OutOfMemory",
 ]
 
 _LAZY = {
@@ -18,7 +19,9 @@ _LAZY = {
     "GenerationOptions": "decoding", "PromptBatch": "prompts", "LoadedModel": "sources.loaded",
     "ModelCache": "sources.loaded", "load_model": "sources.loaded", "MessageStore": "messages",
     "PassRequest": "backends", "PassResult": "backends", "PassRunner": "backends", "InProcessRunner": "backends",
-    "execute": "executor", "resolve_placement": "placement",
+    "execute": "executor", "resolve_placement": "placement", "plan_placement": "placement",
+    "PlacementPlan": "placement", "STRATEGIES": "placement", "estimate_memory": "sizing", "MemoryEstimate": "sizing",
+    "Residency": "residency", "OutOfMemory": "oom",
 }
 
 

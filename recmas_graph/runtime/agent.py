@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
+from ..errors import RunError
 from ..topology.roles import Role
 from ..topology.spec import AgentSpec
 from .decoding import DecodeResult, GenerationOptions, answer_end_id, decode, eos_token_ids
@@ -72,7 +73,8 @@ class Agent:
         """The agent's :class:`~recmas_graph.runtime.sources.LoadedModel` (reloaded when it was freed)."""
         if self._loaded is None:
             if self.reload is None:
-                raise RuntimeError(f"agent {self.name!r} has no loaded model")
+                raise RunError("this agent's model was freed and nothing reloads it", culprit=f"agent {self.name!r}",
+                               hint="attach() a loaded model, or build the system with low_memory=True")
             self.reload(self)
         return self._loaded
 

@@ -16,19 +16,20 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+from torch import nn
 
 from ..topology.schedule import Pass
 from .decoding import GenerationOptions, decode, stream_id
 from .memory import PeakMemory
 from .messages import Message
 from .oom import out_of_memory
-from .prompts import left_pad
+from .prompts import PromptBatch, left_pad
 from .results import TraceRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from .system import RecursiveSystem
 
-__all__ = ["RunSettings", "PassRequest", "PassResult", "PassRunner", "InProcessRunner"]
+__all__ = ["RunSettings", "PassRequest", "PassResult", "PassRunner", "InProcessRunner", "RowLinks", "stack_prompts"]
 
 
 @dataclass(frozen=True)
@@ -104,14 +105,59 @@ def _in_mode(fn: Any, inference: bool, grad: bool) -> Any:
     return call
 
 
+def stack_prompts(prompts: Sequence[PromptBatch]) -> PromptBatch:
+    """Prompt batches of one model stacked into one, left-padded to the longest: (sum B_i, T, H)."""
+    T = max(p.embeds.shape[1] for p in prompts)
+    embeds, masks, lengths = [], [], []
+    for p in prompts:
+        pad = T - p.embeds.shape[1]
+        embeds.append(torch.nn.functional.pad(p.embeds, (0, 0, pad, 0)))  # (B_i, T, H), zeros on the left
+        masks.append(torch.nn.functional.pad(p.mask, (pad, 0)))  # (B_i, T)
+        lengths += p.lengths
+    return PromptBatch(torch.cat(embeds), torch.cat(masks), lengths)
+
+
+class RowLinks(nn.Module):
+    """Several links side by side: rows ``sizes[0]`` of a batch through ``links[0]``, the next
+    ``sizes[1]`` through ``links[1]``, ... (B, ..., H) -> (B, ..., H')."""
+
+    def __init__(self, links: Sequence[nn.Module], sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.links = nn.ModuleList(links)
+        self.sizes = list(sizes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Each block of rows through its own link."""
+        return torch.cat([link(part) for link, part in zip(self.links, torch.split(x, self.sizes))])
+
+
 class InProcessRunner:
     """Runs passes in this process with ``system``'s agents and links.
 
     Passes of one wave that sit on different CUDA devices run at the same time, in threads.
     """
 
-    def __init__(self, system: "RecursiveSystem") -> None:
+    def __init__(self, system: "RecursiveSystem", *, merge: bool = True) -> None:
         self.system = system
+        #: Run the latent passes of a wave whose agents share one model as one batched pass
+        #: (:meth:`mergeable`); their results are those of separate passes up to float rounding.
+        self.merge = merge
+
+    def mergeable(self, requests: Sequence[PassRequest]) -> list[list[int]]:
+        """The wave's passes in groups run as one: latent-only passes (no text, decode or scored
+        target, no checkpointing) of agents sharing one loaded model; every other pass alone."""
+        groups: dict[int, list[int]] = {}
+        alone: list[list[int]] = []
+        for i, r in enumerate(requests):
+            step, s = r.step, r.settings
+            agent = self.system.agents[r.step.agent]
+            plain = (step.latent and not step.text and not step.decode and not s.checkpoint
+                     and (step.agent, step.round) not in s.agent_targets)
+            if self.merge and plain and self.system.residency is None:
+                groups.setdefault(id(agent.loaded), []).append(i)
+            else:
+                alone.append([i])
+        return sorted(alone + list(groups.values()))
 
     def concurrent(self, requests: Sequence[PassRequest]) -> bool:
         """Whether to run ``requests`` at the same time: more than one, each on its own CUDA device."""
@@ -126,17 +172,75 @@ class InProcessRunner:
             work = _in_mode(self.run_pass, torch.is_inference_mode_enabled(), torch.is_grad_enabled())
             with ThreadPoolExecutor(max_workers=len(requests)) as pool:
                 return list(pool.map(work, requests))
-        return [self.run_pass(r) for r in requests]
+        results: list[PassResult | None] = [None] * len(requests)
+        for group in self.mergeable(requests):
+            if len(group) == 1:
+                results[group[0]] = self.run_pass(requests[group[0]])
+            else:
+                for i, result in zip(group, self.run_merged([requests[i] for i in group])):
+                    results[i] = result
+        return [r for r in results if r is not None]
+
+    def run_merged(self, requests: Sequence[PassRequest]) -> list[PassResult]:
+        """Latent passes of agents sharing one model as one forward batch: the prompts stacked
+        (left-padded to the longest), each row thinking with its own agent's inner link; one
+        result per pass, in order (each trace row gets the share of the wall time of its prompt
+        positions)."""
+        system = self.system
+        agents = [system.agents[r.step.agent] for r in requests]
+        device = agents[0].device
+        t0 = time.perf_counter()
+        try:
+            with PeakMemory(device) as peak:
+                prompts = [self._prompt(r, a) for r, a in zip(requests, agents)]
+                merged = stack_prompts(prompts)  # (sum B_i, T_max, H)
+                links = RowLinks([system.inner_links[r.step.agent] for r in requests], [len(p.lengths) for p in prompts])
+                s = requests[0].settings
+                thoughts = agents[0].think(merged, s.latent_steps, links, use_cache=s.use_cache)  # (sum B_i, m, H)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+        except Exception as err:
+            names = ", ".join(r.step.agent for r in requests)
+            oom = out_of_memory(err, agent=names, round=requests[0].step.round, device=str(device),
+                                batch_size=sum(len(r.settings.questions) for r in requests))
+            if oom is None or oom is err:
+                raise
+            raise oom from err
+        wall = time.perf_counter() - t0
+        total = sum(p.tokens for p in prompts) or 1
+        results, start = [], 0
+        for r, prompt in zip(requests, prompts):
+            rows = len(prompt.lengths)
+            mine = thoughts[start:start + rows]  # (B_i, m, H)
+            start += rows
+            messages: dict[str, Message] = {}
+            for edge_id in r.step.outputs:
+                if system.compiled.edge(edge_id).medium == "latent":
+                    messages[edge_id] = system.latent_message(edge_id, mine)  # (B_i, m, H_target)
+            record = TraceRecord(
+                agent=r.step.agent, round=r.step.round, action=r.step.action, device=str(device),
+                wall_s=wall * prompt.tokens / total, batch_size=rows, prompt_tokens=prompt.tokens,
+                latent_steps=s.latent_steps, generated_tokens=0, peak_mem_bytes=peak.bytes, start_s=t0,
+            )
+            results.append(PassResult(messages, record, thoughts=mine if s.keep_thoughts else None, row_tokens=[0] * rows))
+        return results
 
     def continue_texts(self, agent: str, texts: Sequence[str], options: GenerationOptions, *,
                        seeds: Sequence[int], stream: int) -> list[str]:
         """Decode after each of ``texts`` with ``agent``'s model alone (tokenized as plain text)."""
         model = self.system.agents[agent]
-        embed = model.model.get_input_embeddings()
-        with torch.inference_mode():
-            rows = [embed(torch.tensor(model.tokenizer(t).input_ids, device=embed.weight.device)) for t in texts]
-            return decode(model.model, model.tokenizer, left_pad(rows), options, seeds=seeds, stream=stream,
-                          eos_ids=model.eos_ids).texts
+        try:
+            embed = model.model.get_input_embeddings()
+            with torch.inference_mode():
+                rows = [embed(torch.tensor(model.tokenizer(t).input_ids, device=embed.weight.device)) for t in texts]
+                return decode(model.model, model.tokenizer, left_pad(rows), options, seeds=seeds, stream=stream,
+                              eos_ids=model.eos_ids).texts
+        except Exception as err:
+            oom = out_of_memory(err, agent=agent, device=str(model.device), batch_size=len(texts),
+                                low_memory=self.system.residency is not None)
+            if oom is None or oom is err:
+                raise
+            raise oom from err
 
     def run_pass(self, request: PassRequest) -> PassResult:
         """Build the agent's prompt from its inputs, then think, decode or score as the pass requires."""
@@ -146,18 +250,17 @@ class InProcessRunner:
                 result = self._run_pass(request, agent)
         except Exception as err:
             oom = out_of_memory(err, agent=request.step.agent, round=request.step.round, device=str(agent.device),
-                                batch_size=len(request.settings.questions))
+                                batch_size=len(request.settings.questions),
+                                low_memory=self.system.residency is not None)
             if oom is None or oom is err:
                 raise
             raise oom from err
         result.record.peak_mem_bytes = peak.bytes  # CUDA: the device's peak; CPU: the increase during the pass
         return result
 
-    def _run_pass(self, request: PassRequest, agent: Any) -> PassResult:
+    def _prompt(self, request: PassRequest, agent: Any) -> Any:
+        """The agent's prompt batch for this pass, its messages spliced in."""
         step, s = request.step, request.settings
-        system = self.system
-        device = agent.device
-        t0 = time.perf_counter()
         latent: dict[str, torch.Tensor] = {}
         text: dict[str, list[str]] = {}
         senders: dict[str, str] = {}
@@ -170,8 +273,15 @@ class InProcessRunner:
                 latent[item.slot] = value  # (B, m, H_agent)
             else:
                 text[item.slot] = list(value)
-        prompt = agent.build_prompts(s.questions, s.task, latent, text, senders, order, round=step.round,
-                                     rounds=s.rounds, fields=s.fields or None)
+        return agent.build_prompts(s.questions, s.task, latent, text, senders, order, round=step.round,
+                                   rounds=s.rounds, fields=s.fields or None)
+
+    def _run_pass(self, request: PassRequest, agent: Any) -> PassResult:
+        step, s = request.step, request.settings
+        system = self.system
+        device = agent.device
+        t0 = time.perf_counter()
+        prompt = self._prompt(request, agent)
         messages: dict[str, Message] = {}
         answers = counts = thoughts = loss = None
         loss_tokens = generated = 0

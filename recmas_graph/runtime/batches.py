@@ -91,7 +91,7 @@ def _run_batch(system: Any, questions: Sequence[str | Mapping[str, str]], names:
                 raise
             raise BatchError(f"batch {index + 1} failed: {type(err).__name__}: {err}", index=index,
                              ids=names[start:stop], hint="the batches before it finished") from err
-        if stop - start == 1:
+        if stop - start == 1 or oom.loading:  # a model that does not load fits no smaller batch either
             if oom is err:
                 raise
             raise oom from err

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .oom import loading_out_of_memory
 from .sources.loaded import ModelCache, load_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,8 +54,14 @@ class Residency:
         if self.current != key:
             self.free()
             ref, device, dtype = self.models[name]
-            with torch.inference_mode(False):  # weights loaded during a run must serve autograd later
-                self._loaded = load_model(ref, device=device, dtype=dtype, sources=self.sources)
+            try:
+                with torch.inference_mode(False):  # weights loaded during a run must serve autograd later
+                    self._loaded = load_model(ref, device=device, dtype=dtype, sources=self.sources)
+            except Exception as err:
+                oom = loading_out_of_memory(err, agent=name, ref=ref, device=str(device), low_memory=True)
+                if oom is None or oom is err:
+                    raise
+                raise oom from err
             self.current = key
             self.loads += 1
             for other, agent in self.agents.items():
@@ -79,37 +86,3 @@ class Residency:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-
-def available_bytes(device: str) -> int | None:
-    """Memory free for a system on ``device``: CUDA's free memory, or the CPU's ``MemAvailable``
-    (``None`` where it cannot be read)."""
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            return None
-        return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def memory_shortfall(spec: Any, placement: Mapping[str, str], *, sources: Mapping[str, Any] | None = None,
-                     dtype: str | None = None) -> str | None:
-    """Why ``spec`` placed as ``placement`` would not fit at once (the estimate of
-    :func:`~recmas_graph.runtime.sizing.estimate_memory` against :func:`available_bytes`), or
-    ``None`` when it fits or nothing can be told."""
-    from .sizing import estimate_memory, format_bytes
-
-    try:
-        estimate = estimate_memory(spec, placement, sources=sources, dtype=dtype)
-    except Exception:  # noqa: BLE001 - an estimate that cannot be made changes nothing
-        return None
-    for device, need in estimate.devices.items():
-        have = available_bytes(device)
-        if have is not None and need > have:
-            return f"estimated {format_bytes(need)} on {device}, {format_bytes(have)} available"
-    return None

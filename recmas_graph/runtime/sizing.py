@@ -29,6 +29,8 @@ from ..topology.catalog import ModelSize, ModelSource, resolve_model_source
 from ..topology.spec import TopologySpec
 
 __all__ = [
+    "available_bytes",
+    "memory_shortfall",
     "GiB",
     "PROMPT_TOKENS",
     "AgentMemory",
@@ -185,3 +187,38 @@ def format_bytes(n: int | None) -> str:
             return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.2f} GiB"
+
+
+def available_bytes(device: str) -> int | None:
+    """Memory free for a system on ``device``: CUDA's free memory, or the CPU's ``MemAvailable``
+    (``None`` where it cannot be read)."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_shortfall(spec: Any, placement: Mapping[str, str], *, sources: Mapping[str, Any] | None = None,
+                     dtype: str | None = None) -> str | None:
+    """Why ``spec`` placed as ``placement`` would not fit at once (the estimate of
+    :func:`~recmas_graph.runtime.sizing.estimate_memory` against :func:`available_bytes`), or
+    ``None`` when it fits or nothing can be told."""
+    try:
+        estimate = estimate_memory(spec, placement, sources=sources, dtype=dtype)
+    except Exception:  # noqa: BLE001 - an estimate that cannot be made changes nothing
+        return None
+    for device, need in estimate.devices.items():
+        have = available_bytes(device)
+        if have is not None and need > have:
+            return f"estimated {format_bytes(need)} on {device}, {format_bytes(have)} available"
+    return None

@@ -30,12 +30,14 @@ from .agent import Agent
 from .backends import InProcessRunner, PassRunner, RunSettings
 from .decoding import GenerationOptions
 from .executor import NO_HOOKS, execute
-from .links.assemble import ModelFacts, build_system_links
+from .links.assemble import ModelFacts, build_system_links, self_fitting_links
 from .links.build import check_link_weights
 from .links.checkpoints import resolve_weights_path
 from .placement import resolve_placement
-from .residency import Residency, memory_shortfall
+from .oom import loading_out_of_memory
+from .residency import Residency
 from .results import RunResult
+from .sizing import memory_shortfall
 from .rollout import apply_link
 from .sources.loaded import ModelCache
 from .sources.tiny import tiny_counterpart
@@ -156,22 +158,19 @@ class RecursiveSystem(nn.Module):
                placement: str | None = None) -> "RecursiveSystem":
         compiled = with_models(compiled, models, model)
         spec, catalog, base = compiled.spec, compiled.catalog, compiled.base_dir
-        placement = resolve_placement(spec, device, placement=placement, sources=catalog.model_sources, dtype=dtype)
+        strategy = placement
+        placement = resolve_placement(spec, device, placement=strategy, sources=catalog.model_sources, dtype=dtype)
         _check_weight_files(spec, base)  # before minutes of model loading
         hidden = _known_hidden_sizes(spec, catalog)
         if hidden is not None:
             check_link_weights(spec, hidden, base, link_types=catalog.link_types)
-        shortfall = memory_shortfall(spec, placement, sources=catalog.model_sources, dtype=dtype) \
-            if low_memory is None else None
-        if low_memory is None:  # automatic: stage by stage only when the estimate does not fit at once
-            low_memory = shortfall is not None
-            if shortfall is not None and on_model is not None:
-                on_model("links", f"low-memory mode: {shortfall}")
+        hooks = getattr(catalog, "hooks", None) or NO_HOOKS
+        cache = model_cache if model_cache is not None else ModelCache(catalog.model_sources)
+        low_memory = _choose_low_memory(compiled, placement, low_memory, dtype=dtype, cache=cache, on_model=on_model)
         residency = None
         if low_memory:
             residency = Residency({a.name: (a.model, placement[a.name], a.dtype or dtype) for a in spec.agents},
                                   catalog.model_sources)
-        cache = model_cache if model_cache is not None else ModelCache(catalog.model_sources)
         loaded: dict[str, Any] = {}  # the models kept loaded (none in low-memory mode)
         facts: dict[str, ModelFacts] = {}
         agents: dict[str, Agent] = {}
@@ -181,14 +180,21 @@ class RecursiveSystem(nn.Module):
             if residency is not None:
                 lm = residency.get(a.name)  # frees the model before it
             else:
-                lm = loaded[a.name] = cache.get(a.model, device=placement[a.name], dtype=a.dtype or dtype,
-                                                sources=catalog.model_sources)
+                try:
+                    lm = loaded[a.name] = cache.get(a.model, device=placement[a.name], dtype=a.dtype or dtype,
+                                                    sources=catalog.model_sources)
+                except Exception as err:
+                    oom = loading_out_of_memory(err, agent=a.name, ref=a.model, device=placement[a.name])
+                    if oom is None or oom is err:
+                        raise
+                    raise oom from err
             facts[a.name] = ModelFacts.of(lm)
             role = agent_role(a, catalog.roles)
             tools = (ToolPolicy({n: catalog.tools[n] for n in a.tools}, _protocol(role)) if a.tools else None)
             agents[a.name] = Agent(a, lm, role, tools=tools)
-            if residency is not None:
+            if residency is not None:  # plugins see the agent while its model is loaded
                 residency.register(agents[a.name])
+                hooks.recmas_agent_built(agent=agents[a.name])
         if residency is not None:
             residency.free()
         if hidden is None:
@@ -199,9 +205,11 @@ class RecursiveSystem(nn.Module):
         system.residency = residency
         system.model_facts = facts
         system.build_options = {"models": models, "model": dict(model or {}), "device": device, "dtype": dtype,
-                                "seed": seed, **({"low_memory": True} if low_memory else {})}
-        for agent in agents.values():
-            system.hooks.recmas_agent_built(agent=agent)
+                                "seed": seed, **({"low_memory": True} if low_memory else {}),
+                                **({"placement": strategy} if strategy else {})}
+        if residency is None:
+            for agent in agents.values():
+                system.hooks.recmas_agent_built(agent=agent)
         return system
 
     # ------------------------------------------------------------------ messages
@@ -376,6 +384,9 @@ class RecursiveSystem(nn.Module):
                                   generation=GenerationOptions(do_sample=False), seed=seed, seeds=None,
                                   text_message_tokens=text_message_tokens, tool_choice="auto", use_cache=use_cache,
                                   rounds=schedule.rounds, dataset=dataset, targets=answers)
+        # low-memory mode keeps one model loaded: an autograd graph holding every pass's weights would keep
+        # every reloaded copy alive, so each pass is recomputed (and its model reloaded) in backward instead
+        checkpoint = checkpoint or (grad and self.residency is not None)
         settings = replace(settings, agent_targets=agent_targets, checkpoint=checkpoint)
         with torch.inference_mode(False), torch.set_grad_enabled(grad):
             result = execute(schedule, self.runner, settings, system=self)
@@ -383,6 +394,26 @@ class RecursiveSystem(nn.Module):
             raise RunError("the pass runner returned no loss for the decode pass", culprit=type(self.runner).__name__,
                            hint="a backend must score settings.targets in the decode pass")
         return dict(result.target_losses)
+
+
+def _choose_low_memory(compiled: CompiledTopology, placement: Mapping[str, str], low_memory: bool | None, *,
+                       dtype: str | None, cache: ModelCache, on_model: Callable[[str, str], None] | None) -> bool:
+    """Whether to build in low-memory mode: as asked, else when the estimate does not fit (models
+    already in ``cache`` cost nothing more). Links that fit themselves from the models rule it out."""
+    fitting = self_fitting_links(compiled)
+    if low_memory and fitting:
+        raise RunError(f"{fitting[0][0]} fits itself from the loaded models, which low-memory mode does not hold "
+                       "together", culprit="--low-memory", hint="give the link weights (recmas calibrate), or build "
+                                                                "without low-memory mode")
+    if low_memory is not None:
+        return bool(low_memory)
+    spec = compiled.spec
+    if fitting or all(ModelCache.key(a.model, placement[a.name], a.dtype or dtype) in cache for a in spec.agents):
+        return False
+    shortfall = memory_shortfall(spec, placement, sources=compiled.catalog.model_sources, dtype=dtype)
+    if shortfall is not None and on_model is not None:
+        on_model("links", f"low-memory mode: {shortfall}")
+    return shortfall is not None
 
 
 def _protocol(role: Any) -> Any:

@@ -10,7 +10,7 @@ from ..._lazy import lazy_exports
 from ...topology.catalog import LinkType
 
 __all__ = ["BUILTIN_LINK_TYPES", "InnerLnRes", "OuterLnRes", "IdentityLink", "build_link", "construct_link",
-           "save_link", "load_link_weights", "check_link_weights"]
+           "save_link", "load_link_weights", "check_link_weights", "ModelFacts", "build_system_links"]
 
 _MODULES = f"{__name__}.modules"
 
@@ -28,7 +28,7 @@ BUILTIN_LINK_TYPES: tuple[LinkType, ...] = (
 
 _LAZY = {"InnerLnRes": "modules", "OuterLnRes": "modules", "IdentityLink": "modules", "build_link": "build",
          "construct_link": "build", "check_link_weights": "build", "save_link": "checkpoints",
-         "load_link_weights": "checkpoints"}
+         "load_link_weights": "checkpoints", "ModelFacts": "assemble", "build_system_links": "assemble"}
 
 
 __getattr__ = lazy_exports(__name__, _LAZY)

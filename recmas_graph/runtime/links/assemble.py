@@ -19,7 +19,7 @@ from torch import nn
 
 from .build import build_link, embedding_rms, prepare_untrained
 
-__all__ = ["ModelFacts", "build_system_links"]
+__all__ = ["ModelFacts", "build_system_links", "self_fitting_links"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,25 @@ def build_system_links(compiled: Any, facts: Mapping[str, ModelFacts], *, seed: 
 def _prepares(link: nn.Module, agent: str, own: Collection[str] | None) -> bool:
     """Whether this caller prepares ``link`` (of or into ``agent``): scale matching needs only facts."""
     return own is None or agent in own or not hasattr(link, "calibrate")
+
+
+def self_fitting_links(compiled: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """The links without weights whose type fits itself from the loaded models (a ``calibrate``
+    method): ``(where, the agents whose models it needs)`` each, in build order."""
+    catalog = compiled.catalog
+    found: list[tuple[str, tuple[str, ...]]] = []
+
+    def fits_itself(type_name: str) -> bool:
+        link_type = catalog.link_types.get(type_name)
+        try:
+            return link_type is not None and hasattr(link_type.load_factory(), "calibrate")
+        except Exception:  # noqa: BLE001 - a broken plugin is reported when the link is built
+            return False
+
+    for a in compiled.spec.agents:
+        if a.inner_link.weights_file is None and fits_itself(a.inner_link.type):
+            found.append((f"agent {a.name!r} inner_link", (a.name,)))
+    for edge in compiled.edges.values():
+        if edge.medium == "latent" and edge.link.weights_file is None and fits_itself(edge.link.type):
+            found.append((f"edge {edge.label}", (edge.source, edge.target)))
+    return found
