@@ -173,3 +173,18 @@ def test_a_built_system_is_not_sent_to_workers(tmp_path) -> None:
     system = rg.compile("sequential_light").build(models="tiny")
     with pytest.raises(RunError, match="runs where it was built"):
         rg.evaluate(system, "gsm8k", out=tmp_path / "e", workers=2, limit=2)
+
+
+def test_cli_run_backend_ray_answers_as_in_process(local_ray, tmp_path, capsys) -> None:
+    from recmas_graph.cli import main
+
+    args = ["run", "mixture", "--models", "tiny", "-q", "What is 2 + 3?", "-q", "Is 7 odd?", "--greedy",
+            "--max-new-tokens", "6", "--latent-steps", "2", "--rounds", "2"]
+    assert main(args + ["-o", str(tmp_path / "local.jsonl")]) == 0
+    assert main(args + ["--backend", "ray", "-o", str(tmp_path / "ray.jsonl")]) == 0
+    assert (tmp_path / "ray.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()
+    capsys.readouterr()
+    assert main(args + ["--backend", "nope"]) == 2
+    assert "use one of: local, ray" in capsys.readouterr().err
+    assert main(args + ["--ray-address", "auto"]) == 2
+    assert "--backend ray" in capsys.readouterr().err
