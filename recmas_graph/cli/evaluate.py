@@ -10,11 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..distributed.choose import BACKENDS
 from ..errors import RunError
 from ..topology.spec import TASK_TYPES
 from . import app, console, err_console
-from .runtime import BackendOpt, LowMemoryOpt, PlacementOpt, RayAddressOpt, _device_option, parse_assignments
+from .runtime import (BackendOpt, LowMemoryOpt, PlacementOpt, RayAddressOpt, WorkersOpt, _device_option, check_backend,
+                      parse_assignments)
 
 __all__ = ["eval_command", "compare_command", "compare_tables"]
 
@@ -45,11 +45,7 @@ def _options(limit: Optional[int], split: Optional[str], shuffle: bool, seed: in
                              "device": _device_option(device or []), "dtype": dtype, "seed": seed,
                              **({"low_memory": low_memory} if low_memory is not None else {}),
                              **({"placement": placement} if placement else {})}
-    if backend not in BACKENDS:
-        raise RunError(f"unknown backend {backend!r}", culprit="--backend", hint=f"use one of: {', '.join(BACKENDS)}")
-    if ray_address is not None and backend != "ray" and workers is None:
-        raise RunError("--ray-address joins a Ray cluster, which --backend local does not use", culprit="--ray-address",
-                       hint="add --backend ray (or --workers N)")
+    check_backend(backend, ray_address, workers)
     return {"limit": limit, "split": split, "shuffle": shuffle, "seed": seed,
             "fields": parse_assignments(field or [], "--field") or None, "task": task, "batch_size": batch_size,
             "overwrite": overwrite, "retry": retry, "metric": metric, "rounds": rounds, "latent_steps": latent_steps,
@@ -103,8 +99,7 @@ def eval_command(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
     backend: BackendOpt = "local",
     ray_address: RayAddressOpt = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="With --backend ray: answer the batches on "
-                                                   "this many Ray workers, each running a whole system.")] = None,
+    workers: WorkersOpt = None,
     low_memory: LowMemoryOpt = None,
     placement: PlacementOpt = None,
 ) -> None:
@@ -174,8 +169,7 @@ def compare_command(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
     backend: BackendOpt = "local",
     ray_address: RayAddressOpt = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="With --backend ray: answer the batches on "
-                                                   "this many Ray workers, each running a whole system.")] = None,
+    workers: WorkersOpt = None,
     low_memory: LowMemoryOpt = None,
     placement: PlacementOpt = None,
 ) -> None:

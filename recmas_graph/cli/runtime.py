@@ -72,6 +72,21 @@ LowMemoryOpt = Annotated[Optional[bool], typer.Option("--low-memory/--no-low-mem
                                                       help="Keep one model in memory at a time, loaded for the passes "
                                                       "that need it (same answers, more loading). Default: only when "
                                                       "the estimated memory does not fit.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Answer the batches on this many Ray "
+                                                  "workers, each running a whole system (uses Ray).")]
+
+
+def check_backend(backend: str, ray_address: Optional[str], workers: Optional[int] = None) -> None:
+    """Refuse an unknown backend, and a Ray address that nothing would use, before any work."""
+    from ..distributed.choose import BACKENDS
+
+    if backend not in BACKENDS:
+        raise RunError(f"unknown backend {backend!r}", culprit="--backend", hint=f"use one of: {', '.join(BACKENDS)}")
+    if ray_address is not None and backend != "ray" and workers is None:
+        raise RunError("--ray-address joins a Ray cluster, which --backend local does not use", culprit="--ray-address",
+                       hint="add --backend ray (or, for eval and compare, --workers N)")
+
+
 PlacementOpt = Annotated[Optional[str], typer.Option("--placement", help="Where agents without a device go: single, "
                                                      "round-robin (default), by-size or auto (see recmas plan).")]
 
@@ -113,18 +128,14 @@ def run_command(
     placement: PlacementOpt = None,
 ) -> None:
     """Run a topology on one or more questions and print the answers and a timing table."""
-    from ..distributed.choose import BACKENDS, build_system
+    from ..distributed.choose import build_system
     from ..plugins.manager import default_registry
     from ..runtime.batches import BatchError, run_batches
     from ..runtime.decoding import GenerationOptions
 
     if task not in TASK_TYPES:
         raise RunError(f"unknown task type {task!r}", culprit="--task", hint=f"use one of {', '.join(TASK_TYPES)}")
-    if backend not in BACKENDS:
-        raise RunError(f"unknown backend {backend!r}", culprit="--backend", hint=f"use one of: {', '.join(BACKENDS)}")
-    if ray_address is not None and backend != "ray":
-        raise RunError("--ray-address joins a Ray cluster, which --backend local does not use", culprit="--ray-address",
-                       hint="add --backend ray")
+    check_backend(backend, ray_address)
     if models not in (None, "tiny"):
         raise RunError(f"unknown --models value {models!r}", culprit="--models", hint="use --models tiny, or --model AGENT=REF")
     items: list[dict[str, str]] = [{"id": str(i + 1), "question": q} for i, q in enumerate(question or [])]

@@ -181,10 +181,11 @@ class RayRunner:
             ray.kill(host)
 
 
-def unwrap(ray: Any, err: BaseException) -> BaseException | None:
-    """The recmas error a Ray task raised (Ray wraps it with its traceback), else ``None``."""
+def unwrap(ray: Any, err: BaseException) -> BaseException:
+    """The recmas error a Ray task raised (Ray wraps it with its traceback), else ``err`` itself:
+    ``raise unwrap(ray, err) from None``."""
     cause = getattr(err, "cause", None) if isinstance(err, ray.exceptions.RayTaskError) else None
-    return cause if isinstance(cause, RecmasError) else None
+    return cause if isinstance(cause, RecmasError) else err
 
 
 def _get(ray: Any, ref: Any, agent: str) -> Any:
@@ -196,10 +197,7 @@ def _get(ray: Any, ref: Any, agent: str) -> Any:
                        hint="see the Ray logs (ray logs / /tmp/ray/session_latest/logs); out of memory? "
                             "try a smaller --batch-size") from None
     except ray.exceptions.RayTaskError as err:
-        cause = unwrap(ray, err)
-        if cause is None:
-            raise
-        raise cause from None
+        raise unwrap(ray, err) from None
 
 
 def _all(ray: Any, refs: Sequence[Any]) -> list[Any]:
@@ -207,10 +205,7 @@ def _all(ray: Any, refs: Sequence[Any]) -> list[Any]:
     try:
         return ray.get(list(refs))
     except ray.exceptions.RayTaskError as err:
-        cause = unwrap(ray, err)
-        if cause is None:
-            raise
-        raise cause from None
+        raise unwrap(ray, err) from None
     except ray.exceptions.RayActorError as err:
         raise RunError(f"a Ray actor died while the system was built: {str(err).splitlines()[0]}",
                        culprit="--backend ray", hint="see the Ray logs (/tmp/ray/session_latest/logs)") from None

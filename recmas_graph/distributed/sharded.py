@@ -96,10 +96,7 @@ class ShardedAnswerer:
             self.ray.get([w.ready.remote() for w in self.workers])
         except self.ray.exceptions.RayTaskError as err:
             self.shutdown()
-            cause = unwrap(self.ray, err)
-            if cause is None:
-                raise
-            raise cause from None
+            raise unwrap(self.ray, err) from None
         except BaseException:
             self.shutdown()
             raise
@@ -141,10 +138,7 @@ class ShardedAnswerer:
                         submit(other)
                 continue
             except ray.exceptions.RayTaskError as err:
-                cause = unwrap(ray, err)
-                if cause is None:
-                    raise
-                raise cause from None
+                raise unwrap(ray, err) from None
             yield records
             submit(worker)
         if queue:

@@ -33,12 +33,12 @@ from .executor import NO_HOOKS, execute
 from .links.assemble import ModelFacts, build_system_links, self_fitting_links
 from .links.build import check_link_weights
 from .links.checkpoints import resolve_weights_path
-from .placement import resolve_placement
 from .oom import loading_out_of_memory
+from .placement import resolve_placement
 from .residency import Residency
 from .results import RunResult
-from .sizing import memory_shortfall
 from .rollout import apply_link
+from .sizing import memory_shortfall
 from .sources.loaded import ModelCache
 from .sources.tiny import tiny_counterpart
 from .texts import agent_role
