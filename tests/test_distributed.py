@@ -160,6 +160,8 @@ def test_one_actor_per_gpu_and_one_per_cpu_model() -> None:
     assert sorted(n for agents, _, _ in groups for n in agents) == sorted(names)
     on_cpu = host_groups(compiled, {n: "cpu" for n in names}, None)
     assert len(on_cpu) == len({a.model for a in compiled.spec.agents})
+    plain = host_groups(compiled, {n: ("cuda" if i % 2 else "cuda:0") for i, n in enumerate(names)}, None)
+    assert [dev for _, dev, _ in plain] == ["cuda:0"]  # "cuda" is cuda:0: one actor, not two
     same = host_groups(compiled, {n: "cpu" for n in names}, "float32")  # float32 is what null means on CPU
     assert [agents for agents, _, _ in same] == [agents for agents, _, _ in on_cpu]
 
@@ -188,3 +190,21 @@ def test_cli_run_backend_ray_answers_as_in_process(local_ray, tmp_path, capsys) 
     assert "use one of: local, ray" in capsys.readouterr().err
     assert main(args + ["--ray-address", "auto"]) == 2
     assert "--backend ray" in capsys.readouterr().err
+
+
+def test_more_gpu_actors_than_the_cluster_has_gpus_are_refused_and_workers_see_partial_maps() -> None:
+    from recmas_graph.distributed.ray_backend import check_gpus, host_groups
+    from recmas_graph.distributed.sharded import _wants_gpu
+
+    compiled = rg.compile("mixture")
+    names = compiled.spec.agent_names
+    groups = host_groups(compiled, {n: f"cuda:{i % 2}" for i, n in enumerate(names)}, None)
+    check_gpus(groups, 2)  # fits
+    with pytest.raises(RunError, match="2 GPU\\(s\\) asked for .* the Ray cluster has 1") as err:
+        check_gpus(groups, 1)
+    assert err.value.culprit == "--device"
+    with pytest.raises(RunError, match="cluster has 3"):
+        check_gpus(host_groups(compiled, {n: "cuda:3" for n in names}, None), 3)  # index beyond the GPUs
+    assert _wants_gpu({names[0]: "cpu"}, compiled)  # the other agents are placed automatically
+    assert not _wants_gpu({n: "cpu" for n in names}, compiled)
+    assert not _wants_gpu("cpu", compiled) and _wants_gpu(None, compiled) and _wants_gpu("cuda:1", compiled)

@@ -152,3 +152,52 @@ def test_low_memory_refuses_links_that_fit_themselves_and_is_not_chosen_for_them
     assert "recmas calibrate" in err.value.hint
     monkeypatch.setattr(sizing, "available_bytes", lambda device: 1024)
     assert compiled.build(models="tiny").residency is None  # not chosen automatically either
+
+
+def test_every_recmas_error_survives_pickling() -> None:
+    """Errors cross process boundaries (Ray workers); one that cannot be unpickled arrives as Ray's own."""
+    import pickle
+
+    from recmas_graph.errors import RecmasError
+    from recmas_graph.runtime.batches import BatchError
+    from recmas_graph.runtime.oom import OutOfMemory
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    assert BatchError in set(subclasses(RecmasError)) and OutOfMemory in set(subclasses(RecmasError))
+    for cls in subclasses(RecmasError):
+        if cls is BatchError:
+            err = BatchError("went wrong", index=3, ids=["a", "b"], hint="do this")
+        elif cls is OutOfMemory:
+            err = OutOfMemory("went wrong", agent="x", hint="do this")
+        else:
+            try:
+                err = cls("went wrong", culprit="agent 'x'", hint="do this")
+            except TypeError:  # a subclass with its own signature
+                err = cls("went wrong")
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is cls and str(back) == str(err), cls
+    oom = pickle.loads(pickle.dumps(OutOfMemory("out", agent="s", round=2, device="cuda:1", batch_size=4, loading=True)))
+    assert (oom.agent, oom.round, oom.device, oom.batch_size, oom.loading) == ("s", 2, "cuda:1", 4, True)
+
+
+def test_a_merged_pass_that_runs_out_of_memory_runs_its_passes_one_by_one(monkeypatch) -> None:
+    from recmas_graph.runtime.backends import InProcessRunner
+    from recmas_graph.runtime.oom import OutOfMemory
+
+    system = rg.compile("mixture").build(models="tiny")
+    system.runner.merge = False
+    separate = system.run(QUESTIONS, **RUN)
+    system.runner.merge = True
+    calls = []
+
+    def exhausted(self, requests):
+        calls.append(len(requests))
+        raise OutOfMemory("out of memory", agent="math", batch_size=4)
+
+    monkeypatch.setattr(InProcessRunner, "run_merged", exhausted)
+    fallback = system.run(QUESTIONS, **RUN)
+    assert calls and fallback.answers == separate.answers

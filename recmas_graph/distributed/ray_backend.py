@@ -32,7 +32,7 @@ from ..topology.compile import CompiledTopology
 from ..topology.spec import dump_topology
 from .cluster import connect, require_ray, worker_setup
 
-__all__ = ["AgentHost", "RayRunner", "build_on_ray", "host_groups", "unwrap"]
+__all__ = ["AgentHost", "RayRunner", "build_on_ray", "host_groups", "check_gpus", "unwrap"]
 
 
 def _compile(spec_json: str, base_dir: str | None) -> CompiledTopology:
@@ -221,9 +221,24 @@ def host_groups(compiled: CompiledTopology, placement: Mapping[str, str],
     groups: dict[tuple[str, ...], tuple[list[str], str, str | None]] = {}
     for a in compiled.spec.agents:
         device, dt = placement[a.name], a.dtype or dtype
-        key = (device,) if device.startswith("cuda") else ModelCache.key(a.model, "cpu", dt)
+        if device.startswith("cuda"):
+            device = "cuda:0" if device == "cuda" else device
+            key: tuple[str, ...] = (device,)
+        else:
+            key = ModelCache.key(a.model, "cpu", dt)
         groups.setdefault(key, ([], device, dt))[0].append(a.name)
     return list(groups.values())
+
+
+def check_gpus(groups: Sequence[tuple[list[str], str, str | None]], gpus: int) -> None:
+    """Refuse GPU actors the cluster cannot hold (each reserves one GPU; waiting would hang)."""
+    labels = [device for _, device, _ in groups if device.startswith("cuda")]
+    beyond = [d for d in labels if ":" in d and int(d.split(":")[1]) >= gpus]
+    if len(labels) > gpus or beyond:
+        agents = [n for names, device, _ in groups if device in (beyond or labels) for n in names]
+        raise RunError(f"{len(labels)} GPU(s) asked for ({', '.join(labels)}), the Ray cluster has {gpus}",
+                       culprit="--device", hint=f"agents {', '.join(agents)}: place them on cuda:0-{max(gpus - 1, 0)} "
+                                                "or the CPU, or join a cluster with more GPUs")
 
 
 def build_on_ray(compiled: CompiledTopology, *, models: str | None = None, model: Mapping[str, str] | None = None,
@@ -251,6 +266,7 @@ def build_on_ray(compiled: CompiledTopology, *, models: str | None = None, model
     where = resolve_placement(spec, device, gpus=gpus, placement=placement, sources=compiled.catalog.model_sources,
                               dtype=dtype)
     groups = host_groups(compiled, where, dtype)
+    check_gpus(groups, gpus)
     home = {name: i for i, (names, _, _) in enumerate(groups) for name in names}
     for link, agents in self_fitting_links(compiled):
         if len({home[a] for a in agents}) > 1:
@@ -263,10 +279,11 @@ def build_on_ray(compiled: CompiledTopology, *, models: str | None = None, model
     hosts: dict[str, Any] = {}
     handles = []
     try:
-        for names, dev, dt in groups:
+        for names, dev, _ in groups:
             on_gpu = dev.startswith("cuda")
             options = {"num_gpus": 1} if on_gpu else ({"num_cpus": cpus_per_actor} if cpus_per_actor else {})
-            handle = remote.options(**options).remote(spec_json, base, names, "cuda" if on_gpu else dev, dt,
+            # the build's dtype: each agent resolves its own (its spec's, else this one), as in process
+            handle = remote.options(**options).remote(spec_json, base, names, "cuda" if on_gpu else dev, dtype,
                                                       cpus_per_actor or 1, {n: where[n] for n in names})
             handles.append(handle)
             for name in names:

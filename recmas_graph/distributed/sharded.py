@@ -54,12 +54,14 @@ class EvalWorker:
         return fn(self.system, list(batch), scorer=scorer, **options)
 
 
-def _wants_gpu(device: Any) -> bool:
-    """Whether a build's ``device`` option may place agents on a GPU."""
-    if device is None:
-        return True
-    values = device.values() if isinstance(device, Mapping) else [device]
-    return any(str(v).startswith(("cuda", "auto")) for v in values)
+def _wants_gpu(device: Any, compiled: CompiledTopology) -> bool:
+    """Whether a build's ``device`` option (one for all, or a map agent -> device over the spec's
+    own ``device``) may place some agent on a GPU."""
+    if isinstance(device, str):
+        return device.startswith(("cuda", "auto"))
+    chosen = dict(device or {})
+    return any(str(chosen.get(a.name) or a.device or "auto").startswith(("cuda", "auto"))
+               for a in compiled.spec.agents)
 
 
 class ShardedAnswerer:
@@ -79,7 +81,7 @@ class ShardedAnswerer:
         build = {k: v for k, v in dict(build).items() if k not in ("model_cache", "on_model")}  # this process's
         have = self.ray.cluster_resources()
         if gpus_per_worker is None:
-            gpus_per_worker = 1 if have.get("GPU", 0) and _wants_gpu(build.get("device")) else 0
+            gpus_per_worker = 1 if have.get("GPU", 0) and _wants_gpu(build.get("device"), compiled) else 0
         for kind, each in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
             if workers * each > have.get(kind, 0):
                 raise RunError(f"{workers} workers need {workers * each} {kind}s; the Ray cluster has "
@@ -97,6 +99,11 @@ class ShardedAnswerer:
         except self.ray.exceptions.RayTaskError as err:
             self.shutdown()
             raise unwrap(self.ray, err) from None
+        except self.ray.exceptions.RayActorError as err:
+            self.shutdown()
+            raise RunError(f"a Ray worker died while building the system: {str(err).splitlines()[0]}",
+                           culprit="--workers", hint="see the Ray logs (/tmp/ray/session_latest/logs); out of memory? "
+                                                     "use fewer --workers per machine") from None
         except BaseException:
             self.shutdown()
             raise
@@ -113,6 +120,8 @@ class ShardedAnswerer:
         running: dict[Any, tuple[int, int]] = {}  # ref -> (worker, batch index)
         alive = set(range(len(self.workers)))
         deaths: list[str] = []
+        tried: dict[int, int] = {}  # batch -> workers that died answering it
+        lost: list[int] = []  # batches that killed two workers: not tried again in this run
 
         def submit(worker: int) -> None:
             if queue and worker in alive:
@@ -132,7 +141,11 @@ class ShardedAnswerer:
                 if worker in alive:
                     deaths.append(f"Ray worker {worker + 1} died ({str(err).splitlines()[0]})")
                 alive.discard(worker)
-                queue.insert(0, index)  # answered by another worker, or by the next run
+                tried[index] = tried.get(index, 0) + 1
+                if tried[index] < 2:
+                    queue.insert(0, index)  # answered by another worker, or by the next run
+                else:
+                    lost.append(index)  # it may be what kills workers: do not let it take them all
                 for other in sorted(alive):
                     while queue and sum(1 for w, _ in running.values() if w == other) < 2:
                         submit(other)
@@ -141,10 +154,11 @@ class ShardedAnswerer:
                 raise unwrap(ray, err) from None
             yield records
             submit(worker)
-        if queue:
-            left = sum(len(batches[i]) for i in queue)
-            raise RunError("; ".join(deaths) + f": every worker is gone, {left} question(s) unanswered",
-                           culprit="--workers",
+        if queue or lost:
+            left = sum(len(batches[i]) for i in queue + lost)
+            why = "every worker is gone" if queue else "batches that killed two workers: " + "; ".join(
+                ", ".join(sid for sid, _ in batches[i]) for i in lost)
+            raise RunError("; ".join(deaths) + f": {why}, {left} question(s) unanswered", culprit="--workers",
                            hint="the finished records are saved: run the same command again to resume")
 
     def shutdown(self) -> None:

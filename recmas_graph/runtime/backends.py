@@ -22,7 +22,7 @@ from ..topology.schedule import Pass
 from .decoding import GenerationOptions, decode, stream_id
 from .memory import PeakMemory
 from .messages import Message
-from .oom import out_of_memory
+from .oom import OutOfMemory, free_cached_memory, out_of_memory
 from .prompts import PromptBatch, left_pad
 from .results import TraceRecord
 
@@ -177,7 +177,12 @@ class InProcessRunner:
             if len(group) == 1:
                 results[group[0]] = self.run_pass(requests[group[0]])
             else:
-                for i, result in zip(group, self.run_merged([requests[i] for i in group])):
+                try:
+                    merged = self.run_merged([requests[i] for i in group])
+                except OutOfMemory:  # the stacked batch is larger than any one pass: run them one by one
+                    free_cached_memory()
+                    merged = [self.run_pass(requests[i]) for i in group]
+                for i, result in zip(group, merged):
                     results[i] = result
         return [r for r in results if r is not None]
 

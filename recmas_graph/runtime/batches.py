@@ -48,7 +48,8 @@ class Batch:
 class BatchError(RunError):
     """A batch failed with an unexpected exception (kept as ``__cause__``); earlier batches finished."""
 
-    def __init__(self, message: str, *, index: int, ids: Sequence[str], hint: str | None = None) -> None:
+    def __init__(self, message: str, *, index: int = 0, ids: Sequence[str] = (), hint: str | None = None) -> None:
+        # defaults: an exception is unpickled as cls(message) before its attributes come back (Ray workers)
         super().__init__(message, culprit=f"questions {', '.join(ids)}", hint=hint)
         self.index = index
         self.ids = tuple(ids)
