@@ -69,11 +69,8 @@ class AgentHost:
 
     def load(self) -> dict[str, ModelFacts]:
         """Load this host's models and make its agents; what the links need to know of them."""
-        from ..runtime.agent import Agent
         from ..runtime.sources.loaded import ModelCache
-        from ..runtime.system import _protocol
-        from ..runtime.texts import agent_role
-        from ..runtime.tooluse import ToolPolicy
+        from ..runtime.system import make_agent
 
         if self.error is not None:
             raise self.error
@@ -85,9 +82,7 @@ class AgentHost:
             a = spec.agent(name)
             lm = self._loaded[name] = cache.get(a.model, device=self.device, dtype=a.dtype or self.dtype,
                                                 sources=catalog.model_sources)
-            role = agent_role(a, catalog.roles)
-            tools = ToolPolicy({n: catalog.tools[n] for n in a.tools}, _protocol(role)) if a.tools else None
-            self._agents[name] = Agent(a, lm, role, tools=tools)
+            self._agents[name] = make_agent(a, lm, catalog)
             facts[name] = ModelFacts.of(lm)
             if hooks is not None:
                 hooks.recmas_agent_built(agent=self._agents[name])

@@ -22,7 +22,7 @@ from ..topology.schedule import Pass
 from .decoding import GenerationOptions, decode, stream_id
 from .memory import PeakMemory
 from .messages import Message
-from .oom import OutOfMemory, free_cached_memory, out_of_memory
+from .oom import OutOfMemory, free_cached_memory, raise_out_of_memory
 from .prompts import PromptBatch, left_pad
 from .results import TraceRecord
 
@@ -195,22 +195,16 @@ class InProcessRunner:
         agents = [system.agents[r.step.agent] for r in requests]
         device = agents[0].device
         t0 = time.perf_counter()
-        try:
+        s = requests[0].settings
+        with raise_out_of_memory(agent=", ".join(r.step.agent for r in requests), round=requests[0].step.round,
+                                 device=str(device), batch_size=sum(len(r.settings.questions) for r in requests)):
             with PeakMemory(device) as peak:
                 prompts = [self._prompt(r, a) for r, a in zip(requests, agents)]
                 merged = stack_prompts(prompts)  # (sum B_i, T_max, H)
                 links = RowLinks([system.inner_links[r.step.agent] for r in requests], [len(p.lengths) for p in prompts])
-                s = requests[0].settings
                 thoughts = agents[0].think(merged, s.latent_steps, links, use_cache=s.use_cache)  # (sum B_i, m, H)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-        except Exception as err:
-            names = ", ".join(r.step.agent for r in requests)
-            oom = out_of_memory(err, agent=names, round=requests[0].step.round, device=str(device),
-                                batch_size=sum(len(r.settings.questions) for r in requests))
-            if oom is None or oom is err:
-                raise
-            raise oom from err
         wall = time.perf_counter() - t0
         total = sum(p.tokens for p in prompts) or 1
         results, start = [], 0
@@ -218,10 +212,7 @@ class InProcessRunner:
             rows = len(prompt.lengths)
             mine = thoughts[start:start + rows]  # (B_i, m, H)
             start += rows
-            messages: dict[str, Message] = {}
-            for edge_id in r.step.outputs:
-                if system.compiled.edge(edge_id).medium == "latent":
-                    messages[edge_id] = system.latent_message(edge_id, mine)  # (B_i, m, H_target)
+            messages: dict[str, Message] = self._latent_messages(r.step, mine)
             record = TraceRecord(
                 agent=r.step.agent, round=r.step.round, action=r.step.action, device=str(device),
                 wall_s=wall * prompt.tokens / total, batch_size=rows, prompt_tokens=prompt.tokens,
@@ -234,34 +225,30 @@ class InProcessRunner:
                        seeds: Sequence[int], stream: int) -> list[str]:
         """Decode after each of ``texts`` with ``agent``'s model alone (tokenized as plain text)."""
         model = self.system.agents[agent]
-        try:
+        with raise_out_of_memory(agent=agent, device=str(model.device), batch_size=len(texts),
+                                 low_memory=self.system.residency is not None):
             embed = model.model.get_input_embeddings()
             with torch.inference_mode():
                 rows = [embed(torch.tensor(model.tokenizer(t).input_ids, device=embed.weight.device)) for t in texts]
                 return decode(model.model, model.tokenizer, left_pad(rows), options, seeds=seeds, stream=stream,
                               eos_ids=model.eos_ids).texts
-        except Exception as err:
-            oom = out_of_memory(err, agent=agent, device=str(model.device), batch_size=len(texts),
-                                low_memory=self.system.residency is not None)
-            if oom is None or oom is err:
-                raise
-            raise oom from err
 
     def run_pass(self, request: PassRequest) -> PassResult:
         """Build the agent's prompt from its inputs, then think, decode or score as the pass requires."""
         agent = self.system.agents[request.step.agent]
-        try:
+        with raise_out_of_memory(agent=request.step.agent, round=request.step.round, device=str(agent.device),
+                                 batch_size=len(request.settings.questions),
+                                 low_memory=self.system.residency is not None):
             with PeakMemory(agent.device) as peak:
                 result = self._run_pass(request, agent)
-        except Exception as err:
-            oom = out_of_memory(err, agent=request.step.agent, round=request.step.round, device=str(agent.device),
-                                batch_size=len(request.settings.questions),
-                                low_memory=self.system.residency is not None)
-            if oom is None or oom is err:
-                raise
-            raise oom from err
         result.record.peak_mem_bytes = peak.bytes  # CUDA: the device's peak; CPU: the increase during the pass
         return result
+
+    def _latent_messages(self, step: Pass, thoughts: torch.Tensor) -> dict[str, Message]:
+        """The messages of ``step``'s latent out-edges from its thoughts (B, m, H) -> (B, m, H_target) each."""
+        system = self.system
+        return {edge_id: system.latent_message(edge_id, thoughts) for edge_id in step.outputs
+                if system.compiled.edge(edge_id).medium == "latent"}
 
     def _prompt(self, request: PassRequest, agent: Any) -> Any:
         """The agent's prompt batch for this pass, its messages spliced in."""
@@ -306,9 +293,7 @@ class InProcessRunner:
         if step.latent:
             thoughts = agent.think(prompt, s.latent_steps, system.inner_links[step.agent], use_cache=s.use_cache,
                                    checkpoint=s.checkpoint)
-            for edge_id in step.outputs:
-                if system.compiled.edge(edge_id).medium == "latent":
-                    messages[edge_id] = system.latent_message(edge_id, thoughts)  # (B, m, H_target)
+            messages.update(self._latent_messages(step, thoughts))
         if step.text:
             options = replace(s.generation, max_new_tokens=s.text_message_tokens, stop=())
             decoded = agent.decode(prompt, options, seeds=s.seeds, stream=stream_id(step.agent, step.round, "text"))

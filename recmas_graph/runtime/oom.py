@@ -22,13 +22,15 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
+from collections.abc import Callable, Iterator
 
 from ..errors import RunError
 
 __all__ = ["OOM_HINT", "PLACE_HINT", "OutOfMemory", "is_out_of_memory", "out_of_memory", "loading_out_of_memory",
-           "free_cached_memory"]
+           "free_cached_memory", "raise_out_of_memory"]
 
 #: What an :class:`OutOfMemory` error suggests.
 OOM_HINT = "use a smaller --batch-size, or --low-memory (load and free agents stage by stage)"
@@ -114,3 +116,17 @@ def free_cached_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def raise_out_of_memory(convert: Callable[..., OutOfMemory | None] = out_of_memory, **where: object) -> Iterator[None]:
+    """Run a block; an out-of-memory error in it is raised as ``convert(err, **where)`` (default
+    :func:`out_of_memory`; :func:`loading_out_of_memory` while a model loads), the original error
+    as its ``__cause__``. Every other error passes unchanged."""
+    try:
+        yield
+    except Exception as err:
+        oom = convert(err, **where)
+        if oom is None or oom is err:
+            raise
+        raise oom from err

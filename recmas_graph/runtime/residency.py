@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .oom import loading_out_of_memory
+from .oom import loading_out_of_memory, raise_out_of_memory
 from .sources.loaded import ModelCache, load_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,14 +54,9 @@ class Residency:
         if self.current != key:
             self.free()
             ref, device, dtype = self.models[name]
-            try:
+            with raise_out_of_memory(loading_out_of_memory, agent=name, ref=ref, device=str(device), low_memory=True):
                 with torch.inference_mode(False):  # weights loaded during a run must serve autograd later
                     self._loaded = load_model(ref, device=device, dtype=dtype, sources=self.sources)
-            except Exception as err:
-                oom = loading_out_of_memory(err, agent=name, ref=ref, device=str(device), low_memory=True)
-                if oom is None or oom is err:
-                    raise
-                raise oom from err
             self.current = key
             self.loads += 1
             for other, agent in self.agents.items():

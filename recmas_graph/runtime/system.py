@@ -33,7 +33,7 @@ from .executor import NO_HOOKS, execute
 from .links.assemble import ModelFacts, build_system_links, self_fitting_links
 from .links.build import check_link_weights
 from .links.checkpoints import resolve_weights_path
-from .oom import loading_out_of_memory
+from .oom import loading_out_of_memory, raise_out_of_memory
 from .placement import resolve_placement
 from .residency import Residency
 from .results import RunResult
@@ -44,7 +44,7 @@ from .sources.tiny import tiny_counterpart
 from .texts import agent_role
 from .tooluse import ToolPolicy
 
-__all__ = ["RecursiveSystem", "resolve_generation", "with_models"]
+__all__ = ["RecursiveSystem", "resolve_generation", "with_models", "make_agent"]
 
 _GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
                       "stop")
@@ -180,18 +180,11 @@ class RecursiveSystem(nn.Module):
             if residency is not None:
                 lm = residency.get(a.name)  # frees the model before it
             else:
-                try:
+                with raise_out_of_memory(loading_out_of_memory, agent=a.name, ref=a.model, device=placement[a.name]):
                     lm = loaded[a.name] = cache.get(a.model, device=placement[a.name], dtype=a.dtype or dtype,
                                                     sources=catalog.model_sources)
-                except Exception as err:
-                    oom = loading_out_of_memory(err, agent=a.name, ref=a.model, device=placement[a.name])
-                    if oom is None or oom is err:
-                        raise
-                    raise oom from err
             facts[a.name] = ModelFacts.of(lm)
-            role = agent_role(a, catalog.roles)
-            tools = (ToolPolicy({n: catalog.tools[n] for n in a.tools}, _protocol(role)) if a.tools else None)
-            agents[a.name] = Agent(a, lm, role, tools=tools)
+            agents[a.name] = make_agent(a, lm, catalog)
             if residency is not None:  # plugins see the agent while its model is loaded
                 residency.register(agents[a.name])
                 hooks.recmas_agent_built(agent=agents[a.name])
@@ -414,6 +407,13 @@ def _choose_low_memory(compiled: CompiledTopology, placement: Mapping[str, str],
     if shortfall is not None and on_model is not None:
         on_model("links", f"low-memory mode: {shortfall}")
     return shortfall is not None
+
+
+def make_agent(spec: Any, loaded: Any, catalog: Any) -> Agent:
+    """The :class:`Agent` of agent spec ``spec`` on its ``loaded`` model, with its role and tools from ``catalog``."""
+    role = agent_role(spec, catalog.roles)
+    tools = ToolPolicy({n: catalog.tools[n] for n in spec.tools}, _protocol(role)) if spec.tools else None
+    return Agent(spec, loaded, role, tools=tools)
 
 
 def _protocol(role: Any) -> Any:
