@@ -23,6 +23,7 @@ from .decoding import GenerationOptions, decode, stream_id
 from .memory import PeakMemory
 from .messages import Message
 from .oom import OutOfMemory, free_cached_memory, raise_out_of_memory
+from .prefix import PrefixCache
 from .prompts import PromptBatch, left_pad
 from .results import TraceRecord
 
@@ -51,6 +52,7 @@ class RunSettings:
     # target_losses: (agent, round) -> texts that pass is scored on besides thinking (intermediate targets)
     agent_targets: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
     checkpoint: bool = False  # training: recompute each rollout and scored pass in backward (less memory)
+    reuse_prefix: bool = True  # start a prefill from the KV of a prefix an earlier pass of the run computed
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,9 @@ class PassRunner(Protocol):
                        seeds: Sequence[int], stream: int) -> list[str]:
         """What ``agent``'s model writes after each plain text (no template, no messages): the retry."""
 
+    # Optional: ``begin_run(settings)`` before a run's first wave and ``end_run()`` after its last
+    # (the executor calls them when a runner has them), for state that lives for one run.
+
 
 def _in_mode(fn: Any, inference: bool, grad: bool) -> Any:
     """Run ``fn`` in a worker thread with the caller's autograd mode (it is thread-local)."""
@@ -114,7 +119,9 @@ def stack_prompts(prompts: Sequence[PromptBatch]) -> PromptBatch:
         embeds.append(torch.nn.functional.pad(p.embeds, (0, 0, pad, 0)))  # (B_i, T, H), zeros on the left
         masks.append(torch.nn.functional.pad(p.mask, (pad, 0)))  # (B_i, T)
         lengths += p.lengths
-    return PromptBatch(torch.cat(embeds), torch.cat(masks), lengths)
+    known = all(p.prefix_ids is not None for p in prompts)
+    prefix_ids = [ids for p in prompts for ids in (p.prefix_ids or [])] if known else None
+    return PromptBatch(torch.cat(embeds), torch.cat(masks), lengths, prefix_ids, prompts[0].reuse)
 
 
 class RowLinks(nn.Module):
@@ -142,6 +149,24 @@ class InProcessRunner:
         #: Run the latent passes of a wave whose agents share one model as one batched pass
         #: (:meth:`mergeable`); their results are those of separate passes up to float rounding.
         self.merge = merge
+        #: The current run's prompt prefixes per model (:mod:`.prefix`); None outside a run or when off.
+        self.prefixes: PrefixCache | None = None
+        #: Prompt positions the last run did not recompute thanks to :attr:`prefixes`.
+        self.reused_tokens = 0
+
+    def begin_run(self, settings: RunSettings) -> None:
+        """Start a run: keep its prompt prefixes (unless turned off, recomputing, or in low-memory
+        mode, where a model's reload would make its cached prefixes unreachable)."""
+        keep = settings.reuse_prefix and settings.use_cache and self.system.residency is None
+        self.prefixes = PrefixCache() if keep else None
+        self.reused_tokens = 0
+
+    def end_run(self) -> None:
+        """End a run: free its prefixes."""
+        if self.prefixes is not None:
+            self.reused_tokens = self.prefixes.reused_tokens
+            self.prefixes.clear()
+        self.prefixes = None
 
     def mergeable(self, requests: Sequence[PassRequest]) -> list[list[int]]:
         """The wave's passes in groups run as one: latent-only passes (no text, decode or scored
@@ -265,8 +290,11 @@ class InProcessRunner:
                 latent[item.slot] = value  # (B, m, H_agent)
             else:
                 text[item.slot] = list(value)
-        return agent.build_prompts(s.questions, s.task, latent, text, senders, order, round=step.round,
-                                   rounds=s.rounds, fields=s.fields or None)
+        prompt = agent.build_prompts(s.questions, s.task, latent, text, senders, order, round=step.round,
+                                     rounds=s.rounds, fields=s.fields or None)
+        if self.prefixes is not None:
+            prompt.reuse = self.prefixes.of(agent.model)
+        return prompt
 
     def _run_pass(self, request: PassRequest, agent: Any) -> PassResult:
         step, s = request.step, request.settings

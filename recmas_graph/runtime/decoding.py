@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import RunError
-from .forward import lm_forward, position_ids_from_mask
+from .forward import lm_forward
+from .prefix import prefill
 from .prompts import PromptBatch
 from .sampling import row_keys, sample, stream_id
 
@@ -227,8 +228,10 @@ def decode(
     out = torch.full((B, N), pad, dtype=torch.long, device=device)  # (B, N) generated ids
     unfinished = torch.ones(B, dtype=torch.bool, device=device)
     counts = torch.zeros(B, dtype=torch.long, device=device)
-    positions = position_ids_from_mask(mask)
-    logits, cache = lm_forward(model, embeds, mask, positions)  # (B, 1, V)
+    def forward(e: torch.Tensor, m: torch.Tensor, p: torch.Tensor, c: Any) -> tuple[torch.Tensor, Any]:
+        return lm_forward(model, e, m, p, c)
+
+    logits, cache, mask, positions = prefill(forward, prompt, model.config)  # (B, 1, V), ...
     next_pos = positions[:, -1:] + 1  # (B, 1)
     steps = 0
     for t in range(N):

@@ -40,6 +40,22 @@ def execute(schedule: Schedule, runner: PassRunner, settings: RunSettings, *, ho
     result = RunResult(questions, [], [], [], 0.0, question_tokens=[0] * len(questions))
     start = time.perf_counter()
     hooks.recmas_run_start(system=system, questions=questions)
+    begin, end = getattr(runner, "begin_run", None), getattr(runner, "end_run", None)
+    if begin is not None:
+        begin(settings)
+    try:
+        _walk(schedule, runner, settings, store, result, start, hooks, system, keep)
+    finally:
+        if end is not None:
+            end()
+    result.wall_s = time.perf_counter() - start
+    hooks.recmas_run_end(system=system, result=result)
+    return result
+
+
+def _walk(schedule: Schedule, runner: PassRunner, settings: RunSettings, store: MessageStore, result: RunResult,
+          start: float, hooks: Any, system: Any, keep: bool) -> None:
+    """Run the waves in order, putting each pass's messages in ``store`` and its outcome in ``result``."""
     for wave in schedule.waves:
         requests = [PassRequest(step, settings, store.gather(step.inputs)) for step in wave]
         for step in wave:
@@ -68,6 +84,3 @@ def execute(schedule: Schedule, runner: PassRunner, settings: RunSettings, *, ho
             outcome.record.start_s = max(0.0, outcome.record.start_s - start)  # a runner's perf_counter() time
             result.trace.append(outcome.record)
             hooks.recmas_after_pass(system=system, step=step, record=outcome.record.as_dict())
-    result.wall_s = time.perf_counter() - start
-    hooks.recmas_run_end(system=system, result=result)
-    return result

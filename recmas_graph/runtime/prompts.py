@@ -11,12 +11,15 @@ messages, so a loss can reach the links that produced them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..topology.roles import DEFAULT_SYSTEM_PROMPT, Role, slot_marker, split_at_markers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .prefix import ModelPrefixes
 
 __all__ = ["PLAIN_PROMPT_FORMAT", "PromptBatch", "Prompter", "left_pad"]
 
@@ -26,11 +29,18 @@ PLAIN_PROMPT_FORMAT = "{system}\n\n### Question\n{user}\n\n### Answer\n"
 
 @dataclass
 class PromptBatch:
-    """Left-padded prompt embeddings of a batch: ``embeds`` (B, T, H), ``mask`` (B, T), real ``lengths``."""
+    """Left-padded prompt embeddings of a batch: ``embeds`` (B, T, H), ``mask`` (B, T), real ``lengths``.
+
+    ``prefix_ids`` are each row's leading text tokens (those before its first message), and
+    ``reuse`` the run's cached prefixes of this model: together they let a prefill start from the
+    KV of an earlier pass's identical prefix (:mod:`.prefix`). Both are optional.
+    """
 
     embeds: torch.Tensor
     mask: torch.Tensor
     lengths: list[int]
+    prefix_ids: list[torch.Tensor] | None = None  # per row: (P_i,) token ids, P_i <= lengths[i]
+    reuse: "ModelPrefixes | None" = field(default=None, repr=False)
 
     @property
     def tokens(self) -> int:
@@ -39,13 +49,14 @@ class PromptBatch:
 
     def row(self, i: int) -> "PromptBatch":
         """Sample ``i`` alone (its padding kept; the mask hides it)."""
-        return PromptBatch(self.embeds[i : i + 1], self.mask[i : i + 1], [self.lengths[i]])
+        ids = [self.prefix_ids[i]] if self.prefix_ids is not None else None
+        return PromptBatch(self.embeds[i : i + 1], self.mask[i : i + 1], [self.lengths[i]], ids, self.reuse)
 
     def extend(self, extra: torch.Tensor) -> "PromptBatch":
         """Append (B, T_x, H) embeddings that every sample attends to."""
         mask = torch.cat([self.mask, self.mask.new_ones(extra.shape[0], extra.shape[1])], dim=1)
         return PromptBatch(torch.cat([self.embeds, extra.to(self.embeds.dtype)], dim=1), mask,
-                           [n + extra.shape[1] for n in self.lengths])
+                           [n + extra.shape[1] for n in self.lengths], self.prefix_ids, self.reuse)
 
 
 def left_pad(rows: Sequence[torch.Tensor]) -> PromptBatch:
@@ -107,8 +118,14 @@ class Prompter:
     def embed_text(self, text: str, *, first: bool = False) -> torch.Tensor:
         """Token embeddings of ``text``: (T_seg, H). ``first`` adds the tokenizer's special tokens
         (a bos) for models without a chat template, whose template would otherwise supply them."""
+        return self._embed_ids(self.text_ids(text, first=first))
+
+    def text_ids(self, text: str, *, first: bool = False) -> torch.Tensor:
+        """Token ids of ``text``: (T_seg,) on the CPU (``first`` as in :meth:`embed_text`)."""
         add_special = first and not self.loaded.has_chat_template
-        ids = self.loaded.tokenizer(text, add_special_tokens=add_special, return_tensors="pt").input_ids[0]
+        return self.loaded.tokenizer(text, add_special_tokens=add_special, return_tensors="pt").input_ids[0]
+
+    def _embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         embed = self.loaded.model.get_input_embeddings()
         return embed(ids.to(embed.weight.device))  # (T_seg,) -> (T_seg, H)
 
@@ -137,14 +154,22 @@ class Prompter:
         embed = self.loaded.model.get_input_embeddings()
         device, dtype = embed.weight.device, embed.weight.dtype
         rows: list[torch.Tensor] = []
+        prefix_ids: list[torch.Tensor] = []
         for i, question in enumerate(questions):
             rendered = self.render(question, task, filled, {s: t[i] for s, t in text.items()}, senders,
                                    round=round, rounds=rounds, fields=fields[i] if fields else None)
             pieces: list[torch.Tensor] = []
+            leading = torch.zeros(0, dtype=torch.long)
             for j, part in enumerate(split_at_markers(rendered)):
                 if isinstance(part, tuple):
                     pieces.append(latent[part[0]][i].to(device=device, dtype=dtype))  # (m, H)
                 elif part:
-                    pieces.append(self.embed_text(part, first=(j == 0)))  # (T_seg, H)
+                    ids = self.text_ids(part, first=(j == 0))  # (T_seg,)
+                    if j == 0:
+                        leading = ids
+                    pieces.append(self._embed_ids(ids))  # (T_seg, H)
             rows.append(torch.cat(pieces, dim=0))  # (T_i, H)
-        return left_pad(rows)
+            prefix_ids.append(leading)
+        batch = left_pad(rows)
+        batch.prefix_ids = prefix_ids
+        return batch

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .forward import backbone_forward, position_ids_from_mask
+from .prefix import prefill
 from .prompts import PromptBatch
 
 __all__ = ["latent_rollout", "apply_link"]
@@ -39,8 +40,13 @@ def latent_rollout(backbone: nn.Module, inner: nn.Module, prompt: PromptBatch, s
     B, _, H = embeds.shape
     if steps == 0:
         return embeds.new_zeros(B, 0, H)
-    positions = position_ids_from_mask(mask)  # (B, T)
-    hidden, cache = backbone_forward(backbone, embeds, mask, positions, use_cache=use_cache)
+    if use_cache:  # reusing the KV of a prefix an earlier pass of this model computed, where it can
+        def forward(e: torch.Tensor, m: torch.Tensor, p: torch.Tensor, c: object) -> tuple[torch.Tensor, object]:
+            return backbone_forward(backbone, e, m, p, cache=c, use_cache=True)
+        hidden, cache, mask, positions = prefill(forward, prompt, backbone.config)  # (B, T', H), ..., (B, T'')
+    else:
+        positions = position_ids_from_mask(mask)  # (B, T)
+        hidden, cache = backbone_forward(backbone, embeds, mask, positions)
     h = hidden[:, -1]  # (B, H)
     del hidden
     thoughts = [h]

@@ -234,7 +234,7 @@ class RecursiveSystem(nn.Module):
     def _settings(self, questions: Sequence[Any], *, task: str, latent_steps: int | None, generation: GenerationOptions,
                   seed: int | None, seeds: Sequence[int] | None, text_message_tokens: int, tool_choice: str,
                   use_cache: bool, rounds: int, dataset: str | None = None, targets: Sequence[str] | None = None,
-                  keep: bool = False) -> RunSettings:
+                  keep: bool = False, reuse_prefix: bool = True) -> RunSettings:
         if isinstance(questions, str):
             raise RunError("questions must be a list of strings, got one string", culprit="questions",
                            hint='wrap it in a list: run(["What is 2 + 3?"])')
@@ -258,7 +258,7 @@ class RecursiveSystem(nn.Module):
         texts, fields = _split_questions(questions)
         return RunSettings(texts, task, m, generation, tuple(int(s) for s in seeds), text_message_tokens, tool_choice,
                            use_cache, tuple(str(t) for t in targets) if targets is not None else None, keep, rounds,
-                           fields)
+                           fields, reuse_prefix=reuse_prefix)
 
     def run(
         self,
@@ -275,6 +275,7 @@ class RecursiveSystem(nn.Module):
         keep_messages: bool = False,
         use_cache: bool = True,
         tool_choice: str = "auto",
+        reuse_prefix: bool = True,
         **generation_options: Any,
     ) -> RunResult:
         """Answer a batch of questions by running the schedule wave by wave (no autograd).
@@ -287,13 +288,16 @@ class RecursiveSystem(nn.Module):
         samples with seed ``seeds[i]`` (default ``seed + i``), so an answer does not depend on its
         batch-mates. ``keep_messages`` keeps every latent message and the thoughts in the result.
         ``tool_choice="required"`` opens a call of the output agent's first tool at the start of
-        its answer.
+        its answer. ``reuse_prefix`` lets a pass start from the KV cache of the prompt prefix an
+        earlier pass of the same model computed (the same answers up to float rounding;
+        :mod:`recmas_graph.runtime.prefix`); ``False`` prefills every prompt in full.
         """
         options = resolve_generation(generation, generation_options, self.spec.settings_for(task, dataset))
         schedule = self.plan(rounds)
         settings = self._settings(questions, task=task, latent_steps=latent_steps, generation=options, seed=seed,
                                   seeds=seeds, text_message_tokens=text_message_tokens, tool_choice=tool_choice,
-                                  use_cache=use_cache, rounds=schedule.rounds, dataset=dataset, keep=keep_messages)
+                                  use_cache=use_cache, rounds=schedule.rounds, dataset=dataset, keep=keep_messages,
+                                  reuse_prefix=reuse_prefix)
         with torch.inference_mode():
             result = execute(schedule, self.runner, settings, hooks=self.hooks, system=self, keep=keep_messages)
         # kept tensors leave inference mode as normal tensors (usable with autograd and in place)
