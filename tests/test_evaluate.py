@@ -97,6 +97,48 @@ def test_a_finished_sample_is_not_run_again_and_a_changed_config_is_refused(tmp_
         rg.evaluate("distillation", f"jsonl:{data}", limit=3, **options)
 
 
+def test_batches_hold_questions_of_similar_length_and_the_records_keep_dataset_order(
+        tmp_path: Path, registry, cache, monkeypatch, interrupt_run) -> None:
+    from recmas_graph.runtime.system import RecursiveSystem
+
+    sizes = [1, 6, 2, 5, 3, 4]  # terms per question: its length
+    data = _jsonl(tmp_path / "lengths.jsonl", [{"id": f"q{i}", "question": "What is " + " + ".join(["1"] * n) + "?",
+                                                "answer": str(n)} for i, n in enumerate(sizes)])
+    batches: list[list[int]] = []
+    original = RecursiveSystem.run
+
+    def watch(self, questions, **kwargs):
+        batches.append([q["question"].count("1") for q in questions])
+        return original(self, questions, **kwargs)
+
+    monkeypatch.setattr(RecursiveSystem, "run", watch)
+    options = dict(registry=registry, batch_size=2, build={"models": "tiny", "model_cache": cache}, **FAST)
+    bucketed = rg.evaluate("distillation", f"jsonl:{data}", out=tmp_path / "b", **options)
+    assert batches == [[6, 5], [4, 3], [2, 1]]  # longest first, similar lengths together
+    batches.clear()
+    plain = rg.evaluate("distillation", f"jsonl:{data}", out=tmp_path / "p", bucket=False, **options)
+    assert batches == [[1, 6], [2, 5], [3, 4]]
+    ids = [f"q{i}" for i in range(6)]
+    for report in (bucketed, plain):
+        assert [json.loads(x)["id"] for x in (report.out / "results.jsonl").read_text().splitlines()] == ids
+        assert [r["id"] for r in report.records] == ids
+
+    def same(r):
+        return {k: v for k, v in r.items() if k not in ("wall_s", "peak_mem_bytes")}
+
+    assert [same(r) for r in bucketed.records] == [same(r) for r in plain.records]
+    monkeypatch.setattr(RecursiveSystem, "run", original)
+    interrupt_run(at=2)
+    with pytest.raises(KeyboardInterrupt):
+        rg.evaluate("distillation", f"jsonl:{data}", out=tmp_path / "i", **options)
+    kept = [json.loads(x)["id"] for x in (tmp_path / "i" / "results.jsonl").read_text().splitlines()]
+    assert kept == ["q1", "q3"]  # the longest two, in the order they ran
+    monkeypatch.setattr(RecursiveSystem, "run", original)
+    resumed = rg.evaluate("distillation", f"jsonl:{data}", out=tmp_path / "i", **options)
+    assert [json.loads(x)["id"] for x in (tmp_path / "i" / "results.jsonl").read_text().splitlines()] == ids
+    assert [same(r) for r in resumed.records] == [same(r) for r in plain.records]
+
+
 def test_repeated_sample_ids_get_unused_suffixes(tmp_path: Path, registry, cache) -> None:
     data = _jsonl(tmp_path / "dup.jsonl", [{"id": i, "question": f"{n} + 1?", "answer": str(n + 1)}
                                            for n, i in enumerate(["a", "a", "a#2"])])

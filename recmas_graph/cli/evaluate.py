@@ -23,6 +23,9 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="A packaged dat
                                          show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the records and summaries (rerun to resume).",
                                       show_default=False)]
+BucketOpt = Annotated[bool, typer.Option("--bucket/--no-bucket",
+                                         help="Batch questions of similar length together, longest first (less "
+                                              "padding); the records are written back in dataset order.")]
 
 
 def _options(limit: Optional[int], split: Optional[str], shuffle: bool, seed: int, field: Optional[list[str]],
@@ -32,7 +35,7 @@ def _options(limit: Optional[int], split: Optional[str], shuffle: bool, seed: in
              text_message_tokens: int, models: Optional[str], model: Optional[list[str]], device: Optional[list[str]],
              dtype: Optional[str], backend: str = "local", ray_address: Optional[str] = None,
              workers: Optional[int] = None, low_memory: Optional[bool] = None,
-             placement: Optional[str] = None) -> dict[str, Any]:
+             placement: Optional[str] = None, bucket: bool = True) -> dict[str, Any]:
     if task is not None and task not in TASK_TYPES:
         raise RunError(f"unknown task type {task!r}", culprit="--task", hint=f"use one of {', '.join(TASK_TYPES)}")
     if models not in (None, "tiny"):
@@ -50,7 +53,7 @@ def _options(limit: Optional[int], split: Optional[str], shuffle: bool, seed: in
             "fields": parse_assignments(field or [], "--field") or None, "task": task, "batch_size": batch_size,
             "overwrite": overwrite, "retry": retry, "metric": metric, "rounds": rounds, "latent_steps": latent_steps,
             "generation": generation, "text_message_tokens": text_message_tokens, "build": build,
-            "backend": backend, "workers": workers, "ray_address": ray_address}
+            "backend": backend, "workers": workers, "ray_address": ray_address, "bucket": bucket}
 
 
 def _progress() -> Progress:
@@ -102,6 +105,7 @@ def eval_command(
     workers: WorkersOpt = None,
     low_memory: LowMemoryOpt = None,
     placement: PlacementOpt = None,
+    bucket: BucketOpt = True,
 ) -> None:
     """Evaluate a topology on a dataset: per-sample records, accuracy with a 95% interval, resumable."""
     from ..eval.evaluate import evaluate
@@ -110,7 +114,7 @@ def eval_command(
     options = _options(limit, split, shuffle, seed, field, task, batch_size, overwrite, retry, metric, rounds,
                        latent_steps, greedy, temperature, top_p, top_k, max_new_tokens, text_message_tokens,
                        models, model, device, dtype, backend, ray_address, workers, low_memory,
-                       placement)
+                       placement, bucket)
     last: dict[str, Any] = {}
     try:
         with _progress() as progress:
@@ -172,6 +176,7 @@ def compare_command(
     workers: WorkersOpt = None,
     low_memory: LowMemoryOpt = None,
     placement: PlacementOpt = None,
+    bucket: BucketOpt = True,
 ) -> None:
     """Compare topologies (and their baselines) on one dataset: a table, CSV, JSON, a plot, paired tests."""
     from ..eval.compare import compare
@@ -180,7 +185,7 @@ def compare_command(
     options = _options(limit, split, shuffle, seed, field, task, batch_size, overwrite, retry, metric, rounds,
                        latent_steps, greedy, temperature, top_p, top_k, max_new_tokens, text_message_tokens,
                        models, model, device, dtype, backend, ray_address, workers, low_memory,
-                       placement)
+                       placement, bucket)
     last: dict[str, Any] = {}
     try:
         with _progress() as progress:

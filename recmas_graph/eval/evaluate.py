@@ -154,6 +154,7 @@ def evaluate(
     backend: str = "local",
     workers: int | None = None,
     ray_address: str | None = None,
+    bucket: bool = True,
 ) -> EvalReport:
     """Run ``system_or_topology`` on ``dataset`` and score it; write and return the records and summary.
 
@@ -169,7 +170,9 @@ def evaluate(
     ``workers=N`` (Ray whatever ``backend`` says) instead answers the batches on ``N`` Ray workers,
     each with a whole system, while this process writes the records (``ray_address``: the cluster
     to join). Neither changes the
-    records, so an evaluation may be resumed with another backend.
+    records, so an evaluation may be resumed with another backend. ``bucket`` (default) answers
+    the samples longest question first, so that a batch holds questions of similar length and
+    pads little; ``results.jsonl`` is put back in dataset order when the evaluation finishes.
     """
     from ..runtime.system import RecursiveSystem
 
@@ -215,6 +218,9 @@ def evaluate(
         by_task: dict[str, list[tuple[str, Sample]]] = {}
         for item in pending:
             by_task.setdefault(item[1].task, []).append(item)
+        if bucket:  # longest first: similar lengths share a batch, and the largest batch runs (or fails) first
+            for items in by_task.values():
+                items.sort(key=lambda item: -len(item[1].question))
         run = {"dataset": data.name, "rounds": rounds, "latent_steps": latent_steps, "generation": dict(generation or {}),
                "text_message_tokens": text_message_tokens, "retry": use_retry}
         try:
@@ -257,7 +263,8 @@ def evaluate(
                 sharded.shutdown()
             if owned is not None:
                 owned.runner.shutdown()  # the actors this evaluation started
-        records = sorted((r for sid, r in folder.records.items() if sid in order), key=lambda r: order[str(r["id"])])
+        folder.reorder(order)  # dataset order, whatever order the batches ran in
+        records = [r for sid, r in folder.records.items() if sid in order]
         summary = summarize(records, folder.config, seed=seed)
         write_json_atomic(folder.summary_path, summary)
         return EvalReport(name, data.name, folder.path, records, summary)

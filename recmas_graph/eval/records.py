@@ -170,6 +170,22 @@ class RunFolder:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def reorder(self, order: Mapping[str, int]) -> None:
+        """Rewrite ``results.jsonl`` with its records sorted by ``order`` (id -> position; others
+        last, as they were), atomically; nothing is written when the file is in that order already."""
+        current = list(self.records)
+        ranked = sorted(current, key=lambda sid: order.get(sid, len(order)))
+        if ranked == current:
+            return
+        tmp = self.results_path.with_name(f".{self.results_path.name}.tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            for sid in ranked:
+                handle.write(json.dumps(self.records[sid], default=str) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.results_path)
+        self.records = {sid: self.records[sid] for sid in ranked}
+
     def close(self) -> None:
         """Release the folder's lock."""
         if self._lock is not None:
