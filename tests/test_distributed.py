@@ -40,10 +40,12 @@ def test_the_styles_are_the_builtin_ones() -> None:
 @pytest.mark.parametrize("name", STYLES)
 def test_every_builtin_style_answers_the_same_on_ray(local_ray, name: str) -> None:
     compiled = rg.compile(name)
-    local = compiled.build(models="tiny").run(QUESTIONS, keep_messages=True, **RUN)
+    here = compiled.build(models="tiny")
+    local = here.run(QUESTIONS, keep_messages=True, **RUN)
     system = build_on_ray(compiled, models="tiny")
     try:
         remote = system.run(QUESTIONS, keep_messages=True, **RUN)
+        assert (system.runner.reused_tokens > 0) == (here.runner.reused_tokens > 0), name  # prefix reuse in actors
         assert remote.answers == local.answers, name
         assert remote.generated_tokens == local.generated_tokens, name
         assert [(r.agent, r.round, r.action) for r in remote.trace] == \

@@ -124,22 +124,30 @@ def test_short_prefixes_and_autograd_prefill_in_full(cache: ModelCache) -> None:
     assert embeds.embeds.grad is not None and prefixes.reused_tokens == 0  # training recomputes the prefix
 
 
-def test_sliding_window_layers_reuse_only_inside_their_window(cache: ModelCache) -> None:
-    loaded = cache.get("tiny:gemma3")  # sliding window 64: a layer keeps its last 63 positions
+def test_sliding_window_layers_reuse_only_where_the_window_sees_the_same_tokens(cache: ModelCache) -> None:
+    loaded = cache.get("tiny:gemma3")  # sliding window 64: a layer keeps its last 63 slots
     backbone = backbone_of(loaded.model)
 
-    def run(text: str, prefixes: ModelPrefixes | None) -> torch.Tensor:
+    def run(texts: list[str], prefixes: ModelPrefixes | None, steps: int = 3) -> torch.Tensor:
         with torch.inference_mode():
-            return latent_rollout(backbone, torch.nn.Identity(), _batch(loaded, [text], prefixes, lead=30), 3)
+            return latent_rollout(backbone, torch.nn.Identity(), _batch(loaded, texts, prefixes, lead=30), steps)
 
-    short = "abcdefghij" * 3 + "0123456789"  # 40 byte tokens
+    a, b = "abcdefghij" * 3, "zyxwvutsrq" * 3  # 30 byte tokens each: the leading text
     prefixes = ModelPrefixes()
-    run(short, prefixes)
-    assert torch.allclose(run(short[:30] + "9876543210", prefixes), run(short[:30] + "9876543210", None), atol=1e-5)
+    run([a + "0123456789", b + "0123456789"], prefixes)
+    assert torch.allclose(run([a + "9876543210"], prefixes), run([a + "9876543210"], None), atol=1e-5)
     assert prefixes.reused_tokens == 30
-    long = short[:30] + "x" * 60  # 90 positions: past the window, so the full prefill runs
-    assert torch.allclose(run(long, prefixes), run(long, None), atol=1e-5)
+    long = a + "x" * 60  # 90 positions: past the window, so the full prefill runs
+    assert torch.allclose(run([long], prefixes), run([long], None), atol=1e-5)
     assert prefixes.reused_tokens == 30
+    # rests of equal length: no gap in the cache, so reuse stays exact while 40 steps slide the window
+    same = [a + "56789", b + "01234"]
+    assert torch.allclose(run(same, prefixes, 40), run(same, None, 40), atol=1e-5)
+    assert prefixes.reused_tokens == 90
+    # rests of 5 and 20 tokens: the short one would have a 15-slot gap that the window counts
+    uneven = [a + "56789", b + "0123456789" * 2]
+    assert torch.allclose(run(uneven, prefixes, 40), run(uneven, None, 40), atol=1e-5)
+    assert prefixes.reused_tokens == 90  # prefilled in full
 
 
 def test_reuse_is_off_when_recomputing_in_low_memory_mode_or_when_asked(cache: ModelCache, registry) -> None:
@@ -154,18 +162,25 @@ def test_reuse_is_off_when_recomputing_in_low_memory_mode_or_when_asked(cache: M
     assert low.runner.reused_tokens == 0
 
 
-def test_prefix_cache_keeps_one_entry_per_distinct_prefix() -> None:
+def test_prefix_cache_keeps_one_entry_per_distinct_prefix_within_its_budget(monkeypatch) -> None:
+    import recmas_graph.runtime.prefix as prefix_module
+
     cache = PrefixCache()
     model = object()
     prefixes = cache.of(model)
     assert cache.of(model) is prefixes and cache.of(object()) is not prefixes
     kv = [(torch.zeros(1, 4, 2), torch.zeros(1, 4, 2))]
     prefixes.add(torch.tensor([1, 2, 3, 4]), kv)
-    prefixes.add(torch.tensor([1, 2, 3]), kv)  # covered by the first
-    assert len(prefixes.entries) == 1
+    prefixes.add(torch.tensor([1, 2, 3, 4]), kv)  # the same prefix again
+    assert len(prefixes.entries) == 1 and prefixes.bytes == 64
+    assert prefixes.match(torch.tensor([1, 2, 3, 4])) == (4, prefixes.entries[0])
+    assert prefixes.match(torch.tensor([1, 2, 3]))[0] == 3
     assert prefixes.match(torch.tensor([1, 2, 9, 9, 9]))[0] == 2
     assert prefixes.match(torch.tensor([5]))[0] == 0
+    monkeypatch.setattr(prefix_module, "MAX_BYTES", 100)
+    prefixes.add(torch.tensor([7, 7]), kv)  # 64 more bytes would pass the budget: not kept
+    assert len(prefixes.entries) == 1
     prefixes.reused_tokens = 7
     assert cache.reused_tokens == 7
     cache.clear()
-    assert cache.of(model) is not prefixes
+    assert cache.of(model) is not prefixes and not prefixes.entries and prefixes.bytes == 0

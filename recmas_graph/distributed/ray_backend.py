@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import RecmasError, RunError
-from ..runtime.backends import InProcessRunner, PassRequest, PassResult
+from ..runtime.backends import InProcessRunner, PassRequest, PassResult, RunSettings
 from ..runtime.decoding import GenerationOptions
 from ..runtime.links.assemble import ModelFacts, build_system_links, self_fitting_links
 from ..runtime.oom import OutOfMemory, free_cached_memory
@@ -137,12 +137,42 @@ class AgentHost:
         """The retry's continuation, with this host's model."""
         return self.runner.continue_texts(agent, texts, options, seeds=seeds, stream=stream)
 
+    def begin_run(self, settings: RunSettings) -> None:
+        """A run starts: keep its prompt prefixes here (the passes of its agents reuse them)."""
+        self.runner.begin_run(settings)
+
+    def end_run(self) -> int:
+        """The run ended: free its prefixes; how many prompt positions they saved."""
+        self.runner.end_run()
+        return self.runner.reused_tokens
+
+
+#: How long the end of a run waits for the actors to free their prompt prefixes.
+END_RUN_TIMEOUT_S = 10.0
+
 
 class RayRunner:
     """A pass runner sending each pass to the Ray actor of its agent (``hosts[agent]``)."""
 
     def __init__(self, hosts: Mapping[str, Any]) -> None:
         self.hosts = dict(hosts)
+        #: Prompt positions the last run did not recompute (prefix reuse in the actors).
+        self.reused_tokens = 0
+
+    def begin_run(self, settings: RunSettings) -> None:
+        """Tell every actor a run starts (an actor runs its calls in order, so no wait is needed)."""
+        for host in set(self.hosts.values()):
+            host.begin_run.remote(settings)
+
+    def end_run(self) -> None:
+        """Tell every actor the run ended. Runs while an error may be on its way out, so a dead or
+        still busy actor is not waited for long nor reported here (the error that ended the run is)."""
+        ray = require_ray()
+        try:
+            ends = [host.end_run.remote() for host in set(self.hosts.values())]
+            self.reused_tokens = sum(ray.get(ends, timeout=END_RUN_TIMEOUT_S))
+        except Exception:  # noqa: BLE001 - cleanup after the run; the run's own outcome stands
+            self.reused_tokens = 0
 
     def run_pass(self, request: PassRequest) -> PassResult:
         """Run one pass on its agent's actor."""

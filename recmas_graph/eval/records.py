@@ -61,6 +61,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _sync_folder(path: Path) -> None:
+    """Make a rename inside ``path`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class RunFolder:
     """The folder of one evaluation, opened for writing (use as a context manager: it holds a lock)."""
@@ -184,6 +198,7 @@ class RunFolder:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.results_path)
+        _sync_folder(self.path)
         self.records = {sid: self.records[sid] for sid in ranked}
 
     def close(self) -> None:

@@ -15,8 +15,10 @@ full prefill up to float rounding.
 
 It is used only where it is exact and pays: without autograd (the frozen prefix has no gradient to
 give, but training recomputes its passes), for rows that share at least :data:`MIN_REUSE` tokens,
-and for models whose cache layers keep every position (a sliding-window layer qualifies while the
-whole sequence fits in its window; otherwise the full prefill runs).
+and for models whose cache layers keep every position. Sliding-window (and chunked) layers count
+cache slots, not positions, so a gap between a row's prefix and its rest would shift their window
+as the sequence grows: for such a model a prefill is reused only when no row has a gap and the
+prompt fits in the window. A model keeps at most :data:`MAX_BYTES` of prefixes per run.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ import torch
 
 from .forward import position_ids_from_mask
 
-__all__ = ["MIN_REUSE", "PrefixCache", "ModelPrefixes", "prefill"]
+__all__ = ["MIN_REUSE", "MAX_BYTES", "PrefixCache", "ModelPrefixes", "prefill"]
 
 #: Rows sharing fewer leading tokens with a cached prefix are prefilled in full.
 MIN_REUSE = 16
+
+#: At most this many bytes of cached prefix keys and values per model and run (later prefixes are not kept).
+MAX_BYTES = 1 << 30
 
 #: (embeds, mask, positions, cache) -> (last-position outputs, cache): one forward call of the model.
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
@@ -46,6 +51,10 @@ class _Entry:
     kv: list[tuple[torch.Tensor, torch.Tensor]]
 
 
+def _key(ids: torch.Tensor) -> bytes:
+    return ids.numpy().tobytes()
+
+
 @dataclass
 class ModelPrefixes:
     """The cached prefixes of one model in one run, and what reuse has saved."""
@@ -53,10 +62,15 @@ class ModelPrefixes:
     entries: list[_Entry] = field(default_factory=list)
     reused_tokens: int = 0  # prompt positions not recomputed
     usable: bool = True  # False once the model's cache was seen not to keep every position
+    bytes: int = 0  # held by the entries
+    _exact: dict[bytes, _Entry] = field(default_factory=dict, repr=False)
 
     def match(self, ids: torch.Tensor) -> tuple[int, _Entry | None]:
         """The cached entry sharing the longest leading run of tokens with ``ids``, and that length."""
-        best, found = 0, None
+        found = self._exact.get(_key(ids))
+        if found is not None:  # a prefix seen before (a later round's): the usual case, no scan
+            return len(ids), found
+        best = 0
         for entry in self.entries:
             n = min(len(ids), len(entry.ids))
             if n <= best:
@@ -67,9 +81,21 @@ class ModelPrefixes:
         return best, found
 
     def add(self, ids: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Keep a prefix (unless a cached one already covers it)."""
-        if len(ids) and self.match(ids)[0] < len(ids):
-            self.entries.append(_Entry(ids, kv))
+        """Keep a prefix that no cached one covers (the caller checked), within :data:`MAX_BYTES`."""
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+        key = _key(ids)
+        if not len(ids) or key in self._exact or self.bytes + size > MAX_BYTES:
+            return
+        entry = _Entry(ids, kv)
+        self.entries.append(entry)
+        self._exact[key] = entry
+        self.bytes += size
+
+    def clear(self) -> None:
+        """Drop every entry (their tensors are freed unless something else holds them)."""
+        self.entries.clear()
+        self._exact.clear()
+        self.bytes = 0
 
 
 class PrefixCache:
@@ -92,41 +118,69 @@ class PrefixCache:
 
     def clear(self) -> None:
         """Drop every cached prefix."""
+        for _, prefixes in self._models.values():
+            prefixes.clear()
         self._models.clear()
 
 
-def _window(cache: Any) -> int | None:
-    """The smallest number of positions a layer of ``cache`` keeps (None: all of them; 0: unknown layout)."""
+@dataclass(frozen=True)
+class _Layout:
+    """What a model's cache layers keep: every position (``window`` None), at most ``window``
+    positions in slots (sliding or chunked layers), or something reuse cannot rebuild (``known`` False)."""
+
+    known: bool
+    window: int | None = None
+
+    def fits(self, length: int) -> bool:
+        return self.known and (self.window is None or length <= self.window)
+
+
+def _layout(cache: Any) -> _Layout:
+    """The layout of ``cache``'s layers (exact layer types only: a subclass may hold other state)."""
     from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
-    limit: int | None = None
-    for layer in getattr(cache, "layers", None) or [None]:
-        if isinstance(layer, DynamicSlidingWindowLayer):
+    window: int | None = None
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return _Layout(False)
+    for layer in layers:
+        if type(layer) is DynamicSlidingWindowLayer:
             keep = int(layer.sliding_window) - 1
-            limit = keep if limit is None else min(limit, keep)
+            window = keep if window is None else min(window, keep)
         elif type(layer) is not DynamicLayer:
-            return 0
-    return limit
+            return _Layout(False)
+    return _Layout(True, window)
 
 
-def _fits(cache: Any, length: int) -> bool:
-    window = _window(cache)
-    return window is None or length <= window
+def _spans(n: int, r: int, L: int, R: int, P: int) -> list[tuple[int, int]]:
+    """Cache slots of a row's first ``P`` real positions, as (start, stop) spans: ``n`` reused
+    positions ending at slot ``L``, then ``r`` computed ones ending at slot ``L + R``."""
+    head = min(P, n)
+    spans = [(L - n, L - n + head)] if head else []
+    if P > head:
+        start = L + R - r
+        spans.append((start, start + P - head))
+    return spans
 
 
-def _keep(prefixes: ModelPrefixes, prefix_ids: Sequence[torch.Tensor], cache: Any, mask: torch.Tensor) -> None:
-    """Copy each row's leading-text keys and values out of a prefilled (B, heads, T, d) cache."""
-    if not prefixes.usable:
+def _keep(prefixes: ModelPrefixes, prefix_ids: Sequence[torch.Tensor], covered: Sequence[int], cache: Any,
+          reuse: Sequence[int], rest: Sequence[int], L: int, R: int) -> None:
+    """Copy each row's leading-text keys and values out of a prefilled (B, heads, L + R, d) cache
+    (rows whose leading text a cached prefix ``covered`` already are skipped)."""
+    layout = _layout(cache)
+    if not layout.fits(L + R):
+        prefixes.usable = layout.known  # a sliding window may fit a shorter run; other layouts never
         return
-    if not _fits(cache, mask.shape[1]):
-        prefixes.usable = _window(cache) != 0  # a sliding window may fit a shorter run; other layouts never
-        return
-    layers = cache.layers
     for i, ids in enumerate(prefix_ids):
-        if not len(ids) or prefixes.match(ids)[0] >= len(ids):
+        if not len(ids) or covered[i] >= len(ids):
             continue
-        where = mask[i].nonzero()[: len(ids), 0]  # (P,) cache positions of the row's first P real tokens
-        prefixes.add(ids, [(layer.keys[i, :, where], layer.values[i, :, where]) for layer in layers])  # copies
+        spans = _spans(reuse[i], rest[i], L, R, len(ids))
+        kv = []
+        for layer in cache.layers:
+            parts = [(layer.keys[i, :, a:b], layer.values[i, :, a:b]) for a, b in spans]  # (heads, span, d) each
+            kv.append((torch.cat([k for k, _ in parts], dim=1).clone() if len(parts) > 1 else parts[0][0].clone(),
+                       torch.cat([v for _, v in parts], dim=1).clone() if len(parts) > 1 else parts[0][1].clone()))
+        prefixes.add(ids, kv)
 
 
 def _full(forward: Forward, prompt: Any) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
@@ -149,17 +203,17 @@ def prefill(forward: Forward, prompt: Any, config: Any) -> tuple[torch.Tensor, A
     embeds, mask = prompt.embeds, prompt.mask
     B, T, _ = embeds.shape
     found = [prefixes.match(ids) if prefixes.usable else (0, None) for ids in prompt.prefix_ids]
-    reuse = [min(n, t - 1) if n >= MIN_REUSE else 0 for (n, _), t in zip(found, prompt.lengths)]
-    if not any(reuse):
-        out, cache, mask, positions = _full(forward, prompt)
-        _keep(prefixes, prompt.prefix_ids, cache, mask)
-        return out, cache, mask, positions
+    covered = [n for n, _ in found]
+    reuse = [min(n, t - 1) if n >= MIN_REUSE else 0 for n, t in zip(covered, prompt.lengths)]
+    layout = _layout(_cache_from([], config))
     L = max(reuse)
     rest = [t - n for t, n in zip(prompt.lengths, reuse)]
     R = max(rest)
-    probe = _layout_cache(config)
-    if not _fits(probe, L + R):
-        return _full(forward, prompt)
+    gap = any(n and r < R for n, r in zip(reuse, rest))  # a masked gap between a row's prefix and its rest
+    if not any(reuse) or not layout.fits(L + R) or (gap and layout.window is not None):
+        out, cache, mask, positions = _full(forward, prompt)
+        _keep(prefixes, prompt.prefix_ids, covered, cache, [0] * B, list(prompt.lengths), 0, T)
+        return out, cache, mask, positions
     # the rows' remaining embeddings, right-aligned in R positions
     tail = embeds.new_zeros(B, R, embeds.shape[-1])  # (B, R, H)
     full_mask = mask.new_zeros(B, L + R)  # (B, L + R)
@@ -167,10 +221,9 @@ def prefill(forward: Forward, prompt: Any, config: Any) -> tuple[torch.Tensor, A
         tail[i, R - r:] = embeds[i, T - r:]
         full_mask[i, L - n:L] = 1
         full_mask[i, L + R - r:] = 1
-    depth = len(next(entry for _, entry in found if entry is not None).kv)
+    some = next(entry for (_, entry), n in zip(found, reuse) if n)
     layers = []
-    for j in range(depth):
-        k_ref, v_ref = next(entry for _, entry in found if entry is not None).kv[j]  # (heads, P, d) each
+    for j, (k_ref, v_ref) in enumerate(some.kv):  # (heads, P, d) each
         keys = k_ref.new_zeros(B, k_ref.shape[0], L, k_ref.shape[-1])  # (B, heads, L, d), zeros where masked
         values = v_ref.new_zeros(B, v_ref.shape[0], L, v_ref.shape[-1])
         for i, (n, (_, entry)) in enumerate(zip(reuse, found)):
@@ -182,19 +235,13 @@ def prefill(forward: Forward, prompt: Any, config: Any) -> tuple[torch.Tensor, A
     positions = position_ids_from_mask(full_mask)[:, L:]  # (B, R)
     out, cache = forward(tail, full_mask, positions, cache)
     prefixes.reused_tokens += sum(reuse)
-    _keep(prefixes, prompt.prefix_ids, cache, full_mask)
+    _keep(prefixes, prompt.prefix_ids, covered, cache, reuse, rest, L, R)
     return out, cache, full_mask, positions
 
 
-def _layout_cache(config: Any) -> Any:
-    """An empty cache with the model's layer layout (what its forward would create)."""
-    from transformers import DynamicCache
-
-    return DynamicCache(config=config)
-
-
 def _cache_from(layers: list[tuple[torch.Tensor, torch.Tensor]], config: Any) -> Any:
-    """A cache holding (B, heads, L, d) keys and values per layer, in the model's layout."""
+    """A cache in the model's layer layout (what its forward would create), holding (B, heads, L, d)
+    keys and values per layer when ``layers`` are given."""
     from transformers import DynamicCache
 
-    return DynamicCache(ddp_cache_data=layers, config=config)
+    return DynamicCache(ddp_cache_data=layers or None, config=config)
