@@ -37,6 +37,9 @@ def test_reuse_gives_the_same_answers_and_messages_as_full_prefills(name: str, c
     for key, message in full.messages.items():
         assert torch.allclose(reused.messages[key], message, atol=1e-5), key
     assert system.runner.prefixes is None  # freed when the run ended
+    # each pass's trace row says what it reused (merged passes split it by their rows)
+    assert sum(r.reused_tokens for r in reused.trace) == system.runner.reused_tokens
+    assert all(r.reused_tokens == 0 for r in full.trace)
 
 
 def test_a_later_round_prefills_only_what_changed(cache: ModelCache, registry, monkeypatch) -> None:
@@ -63,6 +66,7 @@ def test_a_later_round_prefills_only_what_changed(cache: ModelCache, registry, m
     # the critic's and the solver's round-two prompts start with exactly their round-one leading text
     assert calls[4][1] == calls[4][0] and calls[5][1] == calls[5][0]
     assert system.runner.reused_tokens == sum(reused for _, reused in calls)
+    assert [r.reused_tokens for r in result.trace] == [reused for _, reused in calls]  # one prefill per pass
 
 
 def _rows(loaded, texts: list[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

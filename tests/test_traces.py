@@ -50,7 +50,8 @@ def test_summary_and_timeline_of_a_trace_file(tmp_path: Path, capsys, registry) 
     capsys.readouterr()
     assert main(["trace", "summary", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "planner" in out and "decode" in out and "2 batch(es)" in out
+    assert "planner" in out and "decode" in out and "2 batch(es)" in out and "(reused)" in out
+    assert sum(t.reused_tokens for t in totals) == sum(r["reused_tokens"] for r in rows) > 0  # later rounds reuse
     pytest.importorskip("matplotlib")
     assert main(["trace", "plot", str(path), "-o", str(tmp_path / "timeline.png")]) == 0
     assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

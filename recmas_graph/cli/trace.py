@@ -30,15 +30,16 @@ def trace_summary(trace: TraceArg) -> None:
     totals = summarise(passes)
     table = Table(title=f"{trace.name}: {len(passes)} passes in {len({p.batch for p in passes})} batch(es)",
                   title_justify="left")
-    for col in ("agent", "action", "passes", "wall s", "share", "prompt", "latent", "gen", "peak MB"):
+    for col in ("agent", "action", "passes", "wall s", "share", "prompt (reused)", "latent", "gen", "peak MB"):
         table.add_column(col, justify="left" if col in ("agent", "action") else "right")
     for t in totals:
         table.add_row(t.agent, t.action, str(t.passes), f"{t.wall_s:.2f}", f"{100 * t.share:.1f}%",
-                      str(t.prompt_tokens), str(t.latent_steps), str(t.generated_tokens),
+                      f"{t.prompt_tokens} ({t.reused_tokens})", str(t.latent_steps), str(t.generated_tokens),
                       f"{t.peak_mem_bytes / 2**20:.0f}")
     wall = sum(t.wall_s for t in totals)
     end = max(p.at_s + p.wall_s for p in passes)
     table.caption = (f"passes total {wall:.2f} s over {end:.2f} s of runs (passes on different GPUs overlap); "
+                     "(reused): of the prompt positions, those taken from an earlier pass's cached prefix; "
                      "peak MB: the device's peak per pass on GPU, the increase during the pass on CPU")
     console.print(table)
 

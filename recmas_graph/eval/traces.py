@@ -2,7 +2,7 @@
 
 A trace file has one JSON line per pass (``batch``, ``agent``, ``round``, ``action``, ``device``,
 ``start_s``, ``wall_s``, ``prompt_tokens``, ``latent_steps``, ``generated_tokens``,
-``peak_mem_bytes``). :func:`summarise` totals it per agent and action; :func:`plot_timeline` draws
+``peak_mem_bytes``, and ``reused_tokens``: the prompt positions a cached prefix supplied). :func:`summarise` totals it per agent and action; :func:`plot_timeline` draws
 the passes per device and agent on one time axis, batches one after another.
 """
 
@@ -36,6 +36,7 @@ class TracePass:
     latent_steps: int
     generated_tokens: int
     peak_mem_bytes: int
+    reused_tokens: int = 0  # prompt positions taken from a cached prefix
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class TraceTotal:
     latent_steps: int
     generated_tokens: int
     peak_mem_bytes: int  # the largest of the passes
+    reused_tokens: int = 0  # of the prompt tokens, those taken from a cached prefix
 
 
 def read_trace(path: str | Path) -> list[TracePass]:
@@ -97,7 +99,8 @@ def read_trace(path: str | Path) -> list[TracePass]:
         offset += ends[b]
     return [TracePass(r["batch"], str(r["agent"]), r["round"], str(r["action"]),
                       str(r.get("device", "cpu")), offsets[r["batch"]] + r["start_s"], r["wall_s"], int(r.get("prompt_tokens", 0)), int(r.get("latent_steps", 0)),
-                      int(r.get("generated_tokens", 0)), int(r.get("peak_mem_bytes", 0))) for r in rows]
+                      int(r.get("generated_tokens", 0)), int(r.get("peak_mem_bytes", 0)),
+                      int(r.get("reused_tokens", 0))) for r in rows]
 
 
 def summarise(passes: Sequence[TracePass]) -> list[TraceTotal]:
@@ -108,7 +111,8 @@ def summarise(passes: Sequence[TracePass]) -> list[TraceTotal]:
     total = sum(p.wall_s for p in passes) or 1.0
     out = [TraceTotal(agent, action, len(g), sum(p.wall_s for p in g), sum(p.wall_s for p in g) / total,
                       sum(p.prompt_tokens for p in g), sum(p.latent_steps for p in g),
-                      sum(p.generated_tokens for p in g), max(p.peak_mem_bytes for p in g))
+                      sum(p.generated_tokens for p in g), max(p.peak_mem_bytes for p in g),
+                      sum(p.reused_tokens for p in g))
            for (agent, action), g in groups.items()]
     return sorted(out, key=lambda t: -t.wall_s)
 

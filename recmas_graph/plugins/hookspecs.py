@@ -139,8 +139,8 @@ class RunHooks:
         """Called after each pass with its trace row.
 
         ``record`` holds ``agent``, ``round``, ``action``, ``device``, ``wall_s``,
-        ``prompt_tokens``, ``latent_steps``, ``generated_tokens``, ``peak_mem_bytes`` and
-        ``tool_calls``.
+        ``prompt_tokens``, ``latent_steps``, ``generated_tokens``, ``peak_mem_bytes``,
+        ``tool_calls``, ``start_s`` and ``reused_tokens`` (prompt positions a cached prefix supplied).
         """
 
     @hookspec

@@ -227,7 +227,10 @@ class InProcessRunner:
                 prompts = [self._prompt(r, a) for r, a in zip(requests, agents)]
                 merged = stack_prompts(prompts)  # (sum B_i, T_max, H)
                 links = RowLinks([system.inner_links[r.step.agent] for r in requests], [len(p.lengths) for p in prompts])
+                if merged.reuse is not None:
+                    merged.reuse.last = []
                 thoughts = agents[0].think(merged, s.latent_steps, links, use_cache=s.use_cache)  # (sum B_i, m, H)
+                reused = list(merged.reuse.last) if merged.reuse is not None else []
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
         wall = time.perf_counter() - t0
@@ -242,6 +245,7 @@ class InProcessRunner:
                 agent=r.step.agent, round=r.step.round, action=r.step.action, device=str(device),
                 wall_s=wall * prompt.tokens / total, batch_size=rows, prompt_tokens=prompt.tokens,
                 latent_steps=s.latent_steps, generated_tokens=0, peak_mem_bytes=peak.bytes, start_s=t0,
+                reused_tokens=sum(reused[start - rows:start]),
             )
             results.append(PassResult(messages, record, thoughts=mine if s.keep_thoughts else None, row_tokens=[0] * rows))
         return results
@@ -302,6 +306,7 @@ class InProcessRunner:
         device = agent.device
         t0 = time.perf_counter()
         prompt = self._prompt(request, agent)
+        reused_before = prompt.reuse.reused_tokens if prompt.reuse is not None else 0
         messages: dict[str, Message] = {}
         answers = counts = thoughts = loss = None
         loss_tokens = generated = 0
@@ -337,6 +342,7 @@ class InProcessRunner:
             wall_s=time.perf_counter() - t0, batch_size=len(s.questions), prompt_tokens=prompt.tokens,
             latent_steps=s.latent_steps if step.latent else 0, generated_tokens=generated,
             peak_mem_bytes=0, tool_calls=tool_calls, start_s=t0,
+            reused_tokens=prompt.reuse.reused_tokens - reused_before if prompt.reuse is not None else 0,
         )
         return PassResult(messages, record, answers, counts, thoughts if s.keep_thoughts else None, loss, loss_tokens,
                           rows, target_loss)

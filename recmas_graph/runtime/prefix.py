@@ -63,6 +63,7 @@ class ModelPrefixes:
     reused_tokens: int = 0  # prompt positions not recomputed
     usable: bool = True  # False once the model's cache was seen not to keep every position
     bytes: int = 0  # held by the entries
+    last: list[int] = field(default_factory=list)  # per row: positions the last prefill reused
     _exact: dict[bytes, _Entry] = field(default_factory=dict, repr=False)
 
     def match(self, ids: torch.Tensor) -> tuple[int, _Entry | None]:
@@ -211,6 +212,7 @@ def prefill(forward: Forward, prompt: Any, config: Any) -> tuple[torch.Tensor, A
     R = max(rest)
     gap = any(n and r < R for n, r in zip(reuse, rest))  # a masked gap between a row's prefix and its rest
     if not any(reuse) or not layout.fits(L + R) or (gap and layout.window is not None):
+        prefixes.last = [0] * B
         out, cache, mask, positions = _full(forward, prompt)
         _keep(prefixes, prompt.prefix_ids, covered, cache, [0] * B, list(prompt.lengths), 0, T)
         return out, cache, mask, positions
@@ -235,6 +237,7 @@ def prefill(forward: Forward, prompt: Any, config: Any) -> tuple[torch.Tensor, A
     positions = position_ids_from_mask(full_mask)[:, L:]  # (B, R)
     out, cache = forward(tail, full_mask, positions, cache)
     prefixes.reused_tokens += sum(reuse)
+    prefixes.last = list(reuse)
     _keep(prefixes, prompt.prefix_ids, covered, cache, reuse, rest, L, R)
     return out, cache, full_mask, positions
 

@@ -26,6 +26,7 @@ class TraceRecord:
     peak_mem_bytes: int
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     start_s: float = 0.0  # when the pass started, in seconds from the start of its run
+    reused_tokens: int = 0  # prompt positions taken from an earlier pass's cached prefix, not computed
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready)."""
