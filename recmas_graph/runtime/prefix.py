@@ -64,6 +64,7 @@ class ModelPrefixes:
     usable: bool = True  # False once the model's cache was seen not to keep every position
     bytes: int = 0  # held by the entries
     last: list[int] = field(default_factory=list)  # per row: positions the last prefill reused
+    layout: Any = None  # the model's cache layout (a _Layout), found at its first reused prefill
     _exact: dict[bytes, _Entry] = field(default_factory=dict, repr=False)
 
     def match(self, ids: torch.Tensor) -> tuple[int, _Entry | None]:
@@ -179,8 +180,8 @@ def _keep(prefixes: ModelPrefixes, prefix_ids: Sequence[torch.Tensor], covered: 
         kv = []
         for layer in cache.layers:
             parts = [(layer.keys[i, :, a:b], layer.values[i, :, a:b]) for a, b in spans]  # (heads, span, d) each
-            kv.append((torch.cat([k for k, _ in parts], dim=1).clone() if len(parts) > 1 else parts[0][0].clone(),
-                       torch.cat([v for _, v in parts], dim=1).clone() if len(parts) > 1 else parts[0][1].clone()))
+            # cat copies (one span too): the entry holds its own memory, not a view of the batch's cache
+            kv.append((torch.cat([k for k, _ in parts], dim=1), torch.cat([v for _, v in parts], dim=1)))
         prefixes.add(ids, kv)
 
 
@@ -206,7 +207,9 @@ def prefill(forward: Forward, prompt: Any, config: Any) -> tuple[torch.Tensor, A
     found = [prefixes.match(ids) if prefixes.usable else (0, None) for ids in prompt.prefix_ids]
     covered = [n for n, _ in found]
     reuse = [min(n, t - 1) if n >= MIN_REUSE else 0 for n, t in zip(covered, prompt.lengths)]
-    layout = _layout(_cache_from([], config))
+    if prefixes.layout is None:  # once per model and run, not per prefill
+        prefixes.layout = _layout(_cache_from([], config))
+    layout = prefixes.layout
     L = max(reuse)
     rest = [t - n for t, n in zip(prompt.lengths, reuse)]
     R = max(rest)
