@@ -7,34 +7,35 @@ The public API follows LangGraph's shape, one object at each stage::
     system = compiled.build(models="tiny", seed=0)   # weights loaded: an nn.Module of the links
     result = system.run(["What is 2 + 3?"], greedy=True, max_new_tokens=32)
 
-The layers, each importing only those above it: ``topology`` (spec, compile, schedule, render; no
-torch) -> ``tools`` -> ``runtime`` (sources, links, prompts, rollout, decoding, system, backends)
--> ``plugins`` (hook specs, the registry, the built-ins) -> ``release`` -> ``eval`` -> ``cli``.
+The layers, each importing only those above it (import-linter checks it in CI): ``topology``
+(spec, compile, schedule, render; no torch) -> ``tools`` -> ``runtime`` (options, sources, links,
+prompts, rollout, decoding, system, backends, saved systems) -> ``plugins`` (hook specs, the
+registry, the built-ins) -> ``release`` -> ``distributed`` -> ``eval`` -> ``train`` -> ``api`` -> ``cli``.
 Runtime names are imported on first use.
 """
 
 from __future__ import annotations
 
 from ._lazy import lazy_exports
-from .api import compile
+from .api import compile, from_pretrained
 from .errors import LinkError, ModelSourceError, PluginError, RecmasError, RunError, SpecError, TopologyError
 from .plugins import Registry, default_registry, hookimpl
 from .topology import (AgentSpec, CompiledTopology, EdgeSpec, Input, LinkSpec, LinkType, ModelSource, Pass, Problem,
                        Role, Schedule, SlotSection, TopologyBuilder, TopologySpec, compile_topology, dump_topology,
                        parse_topology, read_topology_file, topology_json_schema)
 
-__version__ = "0.2.0"
+from ._version import __version__
 
 __all__ = [
     "__version__",
-    "compile",
+    "compile", "from_pretrained",
     "RecmasError", "SpecError", "TopologyError", "ModelSourceError", "LinkError", "PluginError", "RunError",
     "AgentSpec", "EdgeSpec", "LinkSpec", "TopologySpec", "TopologyBuilder",
     "parse_topology", "read_topology_file", "dump_topology", "topology_json_schema",
     "CompiledTopology", "Problem", "Pass", "Input", "Schedule", "compile_topology",
     "Role", "SlotSection", "LinkType", "ModelSource", "Registry", "default_registry", "hookimpl",
     # runtime (imported on first use: these pull in torch and transformers)
-    "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "GenerationOptions", "LoadedModel", "ModelCache",
+    "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "RunOptions", "GenerationOptions", "LoadedModel", "ModelCache",
     "load_model",
     # evaluation (imported on first use)
     "evaluate", "compare", "EvalReport", "CompareReport",
@@ -42,7 +43,7 @@ __all__ = [
 
 _LAZY = {
     "RecursiveSystem": "runtime.system", "RunResult": "runtime.results", "TraceRecord": "runtime.results",
-    "Agent": "runtime.agent", "GenerationOptions": "runtime.decoding", "LoadedModel": "runtime.sources.loaded",
+    "Agent": "runtime.agent", "RunOptions": "runtime.options", "GenerationOptions": "runtime.decoding", "LoadedModel": "runtime.sources.loaded",
     "ModelCache": "runtime.sources.loaded", "load_model": "runtime.sources.loaded",
     "evaluate": "eval.evaluate", "compare": "eval.compare", "EvalReport": "eval.evaluate",
     "CompareReport": "eval.compare",

@@ -14,7 +14,7 @@ from .plugins.manager import Registry, default_registry
 from .topology.compile import CompiledTopology
 from .topology.spec import TopologySpec
 
-__all__ = ["compile"]
+__all__ = ["compile", "from_pretrained"]
 
 
 def compile(topology: str | Path | TopologySpec | Mapping[str, Any], *,  # noqa: A001 - the LangGraph verb
@@ -30,3 +30,13 @@ def compile(topology: str | Path | TopologySpec | Mapping[str, Any], *,  # noqa:
     ['planner1:latent', 'critic1:latent', 'solver1:latent', 'planner2:latent', 'critic2:latent', 'solver2:decode']
     """
     return (registry or default_registry()).compile(topology)
+
+
+def from_pretrained(folder: str | Path, *, registry: Registry | None = None, **build: Any) -> Any:
+    """The system saved in ``folder`` by ``system.save_pretrained(folder)`` (or written by
+    ``recmas calibrate`` / ``recmas train``), built with ``build``'s keywords (``device``, ``dtype``,
+    ``low_memory``...); ``registry`` defaults to the installed plugins. Returns a
+    :class:`~recmas_graph.runtime.RecursiveSystem`."""
+    from .runtime.pretrained import load_pretrained
+
+    return load_pretrained(folder, (registry or default_registry()).compile, **build)

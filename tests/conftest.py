@@ -31,11 +31,11 @@ def interrupt_run(monkeypatch: pytest.MonkeyPatch):
         calls = {"n": 0}
         original = RecursiveSystem.run
 
-        def interrupted(self, questions, **kwargs):
+        def interrupted(self, questions, *args, **kwargs):
             calls["n"] += 1
             if calls["n"] == at:
                 raise KeyboardInterrupt
-            return original(self, questions, **kwargs)
+            return original(self, questions, *args, **kwargs)
 
         monkeypatch.setattr(RecursiveSystem, "run", interrupted)
 

@@ -96,7 +96,7 @@ def test_baselines_whose_agents_do_not_think_fit_nothing(cache: Path, registry) 
 
 
 def test_parameterless_links_and_clashing_file_names_are_handled(cache: Path, registry) -> None:
-    from recmas_graph.train.export import link_files
+    from recmas_graph.runtime.links.export import link_files
 
     data = _spec().model_dump(mode="json")
     data["agents"][1]["inner_link"] = {"type": "identity", "weights": "calibrated:gsm8k", "options": {}}

@@ -75,9 +75,9 @@ def test_a_finished_sample_is_not_run_again_and_a_changed_config_is_refused(tmp_
     calls = []
     original = RecursiveSystem.run
 
-    def counting(self, questions, **kwargs):
+    def counting(self, questions, *args, **kwargs):
         calls.append(len(questions))
-        return original(self, questions, **kwargs)
+        return original(self, questions, *args, **kwargs)
 
     monkeypatch.setattr(RecursiveSystem, "run", counting)
     again = rg.evaluate("distillation", f"jsonl:{data}", limit=3, **options)  # all done: nothing runs
@@ -107,9 +107,9 @@ def test_batches_hold_questions_of_similar_length_and_the_records_keep_dataset_o
     batches: list[list[int]] = []
     original = RecursiveSystem.run
 
-    def watch(self, questions, **kwargs):
+    def watch(self, questions, *args, **kwargs):
         batches.append([q["question"].count("1") for q in questions])
-        return original(self, questions, **kwargs)
+        return original(self, questions, *args, **kwargs)
 
     monkeypatch.setattr(RecursiveSystem, "run", watch)
     options = dict(registry=registry, batch_size=2, build={"models": "tiny", "model_cache": cache}, **FAST)
@@ -170,11 +170,11 @@ def test_batches_answer_alike_whatever_their_size_and_a_failing_batch_is_named(t
     calls = {"n": 0}
     original = RecursiveSystem.run
 
-    def broken(self, qs, **kwargs):
+    def broken(self, qs, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise ValueError("boom")
-        return original(self, qs, **kwargs)
+        return original(self, qs, *args, **kwargs)
 
     monkeypatch.setattr(RecursiveSystem, "run", broken)
     with pytest.raises(BatchError, match="batch 2 failed: ValueError: boom") as caught:

@@ -156,7 +156,7 @@ def test_latent_message_is_outer_of_inner_of_thoughts(cache: ModelCache, registr
 
 def _pass_request(system: RecursiveSystem, agent: str, round_: int, messages: dict) -> PassRequest:
     step = next(p for p in system.plan(2).passes if (p.agent, p.round) == (agent, round_))
-    settings = RunSettings(("What is 6 * 7?",), latent_steps=4, generation=GREEDY, seeds=(0,), keep_thoughts=True)
+    settings = RunSettings(questions=("What is 6 * 7?",), latent_steps=4, generation=GREEDY, seeds=(0,), keep_thoughts=True)
     return PassRequest(step, settings, messages)
 
 
@@ -319,7 +319,7 @@ def test_run_options_are_checked(cache: ModelCache, registry) -> None:
     system = _build("distillation", registry, cache)
     with pytest.raises(RunError, match="tool_choice"):
         system.run(["Q?"], tool_choice="always")
-    with pytest.raises(RunError, match="unknown option"):
+    with pytest.raises(RunError, match="unknown run option"):
         system.run(["Q?"], max_tokens=3)
     with pytest.raises(RunError, match="list of strings"):
         system.run("Q?")
@@ -639,11 +639,11 @@ def test_batch_failure_keeps_finished_answers_and_names_the_batch(tmp_path: Path
     calls = {"n": 0}
     original = RecursiveSystem.run
 
-    def flaky(self, questions, **kwargs):
+    def flaky(self, questions, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("CUDA out of memory (simulated)")
-        return original(self, questions, **kwargs)
+        return original(self, questions, *args, **kwargs)
 
     monkeypatch.setattr(RecursiveSystem, "run", flaky)
     out = tmp_path / "answers.jsonl"
@@ -695,8 +695,8 @@ def test_sigint_in_a_real_process_exits_cleanly(tmp_path: Path) -> None:
 def test_control_characters_in_answers_are_escaped(capsys, monkeypatch) -> None:
     original = RecursiveSystem.run
 
-    def noisy(self, questions, **kwargs):
-        result = original(self, questions, **kwargs)
+    def noisy(self, questions, *args, **kwargs):
+        result = original(self, questions, *args, **kwargs)
         result.answers = ["bad \x1b[2J clear\x07 and\ttab"]
         return result
 

@@ -73,8 +73,8 @@ class _EchoSystem:
         self.calls = []
         self.spec = SimpleNamespace(name="echo")
 
-    def run(self, questions, **kwargs):
-        self.calls.append((list(questions), kwargs))
+    def run(self, questions, *args, **kwargs):
+        self.calls.append((list(questions), kwargs, args[0] if args else None))
         return SimpleNamespace(answers=[f"{q} | STOP tail" for q in questions])
 
 
@@ -90,11 +90,11 @@ def test_requests_are_grouped_by_options_batched_and_answered_in_order():
                 _request("e", until="|", max_gen_toks=5, do_sample=True, temperature=0.7, top_p=0.9)]
     answers = lm.generate_until(requests, disable_tqdm=True)
     assert answers == ["a | ", "b ", "c | ", "d | ", "e "]
-    batches = [(qs, kw["seeds"], kw.get("greedy"), kw["max_new_tokens"], kw["stop"]) for qs, kw in echo.calls]
+    batches = [(qs, kw["seeds"], kw.get("greedy"), kw["max_new_tokens"], kw["stop"]) for qs, kw, _ in echo.calls]
     assert batches == [(["a", "c"], [10, 12], True, 256, ("STOP",)), (["d"], [13], True, 256, ("STOP",)),
                        (["b"], [11], True, 5, ("|",)), (["e"], [14], None, 5, ("|",))]
-    sampled = echo.calls[-1][1]
-    assert (sampled["temperature"], sampled["top_p"], sampled["task"]) == (0.7, 0.9, "choice")
+    _, sampled, options = echo.calls[-1]
+    assert (sampled["temperature"], sampled["top_p"], options.task) == (0.7, 0.9, "choice")
 
 
 def test_unsupported_generation_options_and_loglikelihood_tasks_are_refused_by_name(tmp_path, registry):

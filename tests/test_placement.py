@@ -329,9 +329,10 @@ def test_a_batch_answered_by_parts_still_gives_every_record(tmp_path: Path, regi
     dataset = resolve_dataset(f"jsonl:{data}", registry)
     batch = [(s.id, s) for s in select_samples(dataset)]
     system = rg.compile("distillation_mini").build(models="tiny", seed=0, model_cache=cache)
-    options = dict(scorer=get_metric(dataset.metric_name, registry), task="math", dataset=dataset.name, seed=0,
-                   order={sid: i for i, (sid, _) in enumerate(batch)}, rounds=1, latent_steps=1,
-                   generation={"greedy": True, "max_new_tokens": 3}, text_message_tokens=3, retry=False)
+    run = rg.RunOptions(task="math", dataset=dataset.name, seed=0, rounds=1, latent_steps=1, greedy=True,
+                        max_new_tokens=3, text_message_tokens=3)
+    options = dict(scorer=get_metric(dataset.metric_name, registry), options=run,
+                   order={sid: i for i, (sid, _) in enumerate(batch)}, retry=False)
     whole = answer_batch(system, batch, **options)
     sizes = _oom_above(monkeypatch, 2)
     parts = answer_batch(system, batch, **options)

@@ -60,7 +60,7 @@ def test_hookspecs_have_contracts_and_phases() -> None:
     specs = _hookspecs()
     assert {"recmas_roles", "recmas_link_types", "recmas_topologies", "recmas_model_sources", "recmas_datasets",
             "recmas_metrics", "recmas_tools", "recmas_cli_commands", "recmas_validate_topology",
-            "recmas_agent_built", "recmas_run_start", "recmas_before_pass", "recmas_after_pass",
+            "recmas_check_build", "recmas_system_built", "recmas_agent_built", "recmas_run_start", "recmas_before_pass", "recmas_after_pass",
             "recmas_run_end"} == set(specs)
     for name in specs:
         assert (getattr(RecmasHookSpecs, name).__doc__ or "").strip(), f"{name} has no docstring"
@@ -73,7 +73,7 @@ def test_hookspecs_have_contracts_and_phases() -> None:
 
 
 def test_builtins_register_everything_through_hooks(registry: Registry) -> None:
-    assert registry.plugin_names == ["recmas_graph.plugins.builtin", "recmas_graph.eval.plugin"]
+    assert registry.plugin_names == ["recmas_graph.plugins.builtin", "recmas_graph.eval.plugin", "recmas_graph.train.plugin"]
     assert {"python", "retrieve"} <= set(registry.tools)
     assert {"gsm8k", "math500", "arc_easy", "arc_challenge"} <= set(registry.datasets)
     assert {"boxed_math", "choice_letter"} <= set(registry.metrics)
@@ -110,7 +110,7 @@ def test_plugin_adds_role_tool_dataset_and_metric() -> None:
             return [Metric("always", "always right", lambda out, gold, meta: Score(True, out))]
 
     reg = Registry.create(plugins=[Extras()], load_entrypoints=False)
-    assert reg.plugin_names == ["recmas_graph.plugins.builtin", "recmas_graph.eval.plugin", "Extras"]
+    assert reg.plugin_names == ["recmas_graph.plugins.builtin", "recmas_graph.eval.plugin", "recmas_graph.train.plugin", "Extras"]
     assert reg.origin[("role", "skeptic")] == "Extras" and reg.tools["echo"].run("hi").output == "hi"
     assert len(reg.datasets["two"].load()) == 2 and reg.metrics["always"].score("x", "y").correct
     assert reg.registered_by("Extras") == {"role": ["skeptic"], "tool": ["echo"], "dataset": ["two"], "metric": ["always"]}
@@ -194,7 +194,7 @@ def test_same_plugin_type_twice_gets_distinct_names() -> None:
         pass
 
     reg = Registry.create(plugins=[Quiet(), Quiet()], load_entrypoints=False)
-    assert reg.plugin_names == ["recmas_graph.plugins.builtin", "recmas_graph.eval.plugin", "Quiet", "Quiet#2"]
+    assert reg.plugin_names == ["recmas_graph.plugins.builtin", "recmas_graph.eval.plugin", "recmas_graph.train.plugin", "Quiet", "Quiet#2"]
 
 
 # ----------------------------------------------------------------------------- call_hook and run hooks

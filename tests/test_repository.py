@@ -40,3 +40,16 @@ def test_readme_main_command_parses_and_runs(tmp_path: Path, registry, capsys) -
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "sequential_light_mini:single" in out and "compare.png" in out
+
+
+def test_the_package_layers_hold() -> None:
+    # import-linter's contract in pyproject.toml: each layer imports only those below it
+    import shutil
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("lint-imports")
+    command = [str(exe)] if exe.exists() else [shutil.which("lint-imports") or "lint-imports"]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "1 kept, 0 broken" in done.stdout

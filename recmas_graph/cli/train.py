@@ -12,7 +12,8 @@ from rich.text import Text
 
 from ..errors import RunError
 from . import app, console, err_console
-from .runtime import _device_option, build_status, parse_assignments
+from .options import device_option, parse_assignments
+from .runtime import build_status
 
 __all__ = ["calibrate_command", "train_app"]
 
@@ -55,7 +56,7 @@ def calibrate_command(
     compiled = registry.compile(topology)
     with console.status("loading models...") as status:
         system = compiled.build(models=models, model=parse_assignments(model or [], "--model"),
-                                device=_device_option(device or []), dtype=dtype, seed=seed,
+                                device=device_option(device or []), dtype=dtype, seed=seed,
                                 on_model=build_status(status))
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=True) as progress:
@@ -116,7 +117,7 @@ def _train(kind: str, topology: str, data: Path, out: Path, *, steps: int, batch
     compiled = default_registry().compile(topology)
     with console.status("loading models...") as status:
         system = compiled.build(models=models, model=parse_assignments(model or [], "--model"),
-                                device=_device_option(device or []), dtype=dtype, seed=seed,
+                                device=device_option(device or []), dtype=dtype, seed=seed,
                                 on_model=build_status(status))
     last: dict[str, Any] = {}
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),

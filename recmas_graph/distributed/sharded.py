@@ -47,10 +47,12 @@ class EvalWorker:
                fn: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """The records of one batch: ``fn(system, batch, scorer=..., **options)`` (the caller's
         :func:`recmas_graph.eval.evaluate.answer_batch`), scored with the metric ``options["metric"]``."""
-        from ..eval.scoring import get_metric
-
         options = dict(options)
-        scorer = get_metric(options.pop("metric"), self.registry)
+        name = options.pop("metric")
+        scorer = self.registry.metrics.get(name)
+        if scorer is None:  # the caller resolved it: a metric of a plugin this worker's registry lacks
+            raise RunError(f"the metric {name!r} is not registered on the Ray worker", culprit=f"metric {name!r}",
+                           hint="install the plugin that registers it where the Ray workers run")
         return fn(self.system, list(batch), scorer=scorer, **options)
 
 

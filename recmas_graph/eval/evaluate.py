@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import RunError
 from ..plugins.manager import Registry, default_registry
 from ..runtime.batches import Batch, run_batches
+from ..runtime.options import RunOptions
 from ..topology.spec import TopologySpec, dump_topology
 from .datasets import Dataset, Sample, resolve_dataset, select_samples
 from .records import RunFolder, write_json_atomic
@@ -145,16 +146,14 @@ def evaluate(
     retry: bool | None = None,
     metric: str | None = None,
     build: Mapping[str, Any] | None = None,
-    rounds: int | None = None,
-    latent_steps: int | None = None,
-    generation: Mapping[str, Any] | None = None,
-    text_message_tokens: int = 256,
+    options: RunOptions | None = None,
     label: str | None = None,
     progress: Callable[[EvalProgress], None] | None = None,
     backend: str = "local",
     workers: int | None = None,
     ray_address: str | None = None,
     bucket: bool = True,
+    **run_options: Any,
 ) -> EvalReport:
     """Run ``system_or_topology`` on ``dataset`` and score it; write and return the records and summary.
 
@@ -164,8 +163,11 @@ def evaluate(
     ``hf:NAME`` or ``mmlu:SUBJECT`` (``split``, ``fields``, ``task`` as in
     :func:`~recmas_graph.eval.datasets.resolve_dataset`); ``limit`` samples after a ``shuffle``
     seeded by ``seed``. Sample ``i`` decodes with seed ``seed + i``. ``retry`` (default: on for the
-    reference styles) applies the reference's answer retry. ``generation`` holds decoding options
-    (``greedy``, ``max_new_tokens``, ...) on top of the topology's settings for the dataset.
+    reference styles) applies the reference's answer retry. ``options`` (a
+    :class:`~recmas_graph.runtime.options.RunOptions`, with ``run_options`` keywords on top: ``rounds``,
+    ``latent_steps``, ``greedy``, ``max_new_tokens``, ``text_message_tokens``, ``tool_choice``, ...)
+    say how the system thinks and decodes, on top of the topology's settings for the dataset; their
+    ``task`` and ``dataset`` come from each sample and ``seed`` from ``seed``.
     ``backend="ray"`` builds the system with its agents in Ray actors (:mod:`recmas_graph.distributed`);
     ``workers=N`` (Ray whatever ``backend`` says) instead answers the batches on ``N`` Ray workers,
     each with a whole system, while this process writes the records (``ray_address``: the cluster
@@ -177,6 +179,10 @@ def evaluate(
     from ..runtime.system import RecursiveSystem
 
     registry = registry or default_registry()
+    if "task" in run_options or "dataset" in run_options or "seed" in run_options:
+        raise RunError("evaluate() takes task and seed as its own arguments, and the dataset as its second",
+                       culprit="evaluate()", hint="task= sets the dataset's task type; seed= seeds everything")
+    opts = RunOptions.of(options, **run_options).replace(seed=seed)
     if isinstance(system_or_topology, RecursiveSystem) and (workers is not None or backend != "local"):
         raise RunError("a built system runs where it was built", culprit="workers=" if workers else "backend=",
                        hint="give the topology (and build=...) to evaluate on Ray workers or Ray actors")
@@ -199,8 +205,7 @@ def evaluate(
         "dataset": {"name": data.name, "split": split, "limit": limit, "shuffle": shuffle, "seed": seed,
                     "fields": dict(fields or {}), "task": task, "n": len(samples),
                     "samples": _fingerprint(samples)},
-        "run": {"rounds": rounds, "latent_steps": latent_steps, "generation": dict(generation or {}),
-                "text_message_tokens": text_message_tokens, "retry": use_retry, "metric": scorer.name},
+        "run": {**_run_config(opts), "retry": use_retry, "metric": scorer.name},
     }
     with RunFolder.open(out, config, resume=resume, overwrite=overwrite) as folder:
         order = {sid: i for i, (sid, _) in enumerate(samples)}
@@ -221,8 +226,6 @@ def evaluate(
         if bucket:  # longest first: similar lengths share a batch, and the largest batch runs (or fails) first
             for items in by_task.values():
                 items.sort(key=lambda item: -len(item[1].question))
-        run = {"dataset": data.name, "rounds": rounds, "latent_steps": latent_steps, "generation": dict(generation or {}),
-               "text_message_tokens": text_message_tokens, "retry": use_retry}
         try:
             if pending and built is None:
                 options = dict(build or {})
@@ -244,19 +247,19 @@ def evaluate(
             for sample_task, items in by_task.items():
                 if sharded is not None:
                     cut = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-                    options = {**run, "task": sample_task, "metric": scorer.name, "seed": seed, "order": order}
-                    for records in sharded.answer(cut, options, answer_batch):
+                    asked = {"options": opts.replace(task=sample_task, dataset=data.name), "retry": use_retry,
+                             "metric": scorer.name, "order": order}
+                    for records in sharded.answer(cut, asked, answer_batch):
                         folder.append(records)
                         report()
                     continue
-                batches = run_batches(built, [s.as_question() for _, s in items], batch_size=batch_size,
+                here = opts.replace(task=sample_task, dataset=data.name)
+                batches = run_batches(built, [s.as_question() for _, s in items], here, batch_size=batch_size,
                                       ids=[sid for sid, _ in items], seeds=[seed + order[sid] for sid, _ in items],
-                                      task=sample_task, dataset=data.name, rounds=rounds, latent_steps=latent_steps,
-                                      text_message_tokens=text_message_tokens, backoff=True, **dict(generation or {}))
+                                      backoff=True)
                 for done in batches:
                     batch = [items[i] for i in done.positions]
-                    folder.append(_records(built, batch, done, sample_task, data.name, scorer, seed=seed, order=order,
-                                           generation=dict(generation or {}), retry=use_retry))
+                    folder.append(_records(built, batch, done, here, scorer, order=order, retry=use_retry))
                     report()
         finally:
             if sharded is not None:
@@ -270,27 +273,24 @@ def evaluate(
         return EvalReport(name, data.name, folder.path, records, summary)
 
 
-def answer_batch(system: Any, batch: Sequence[tuple[str, Sample]], *, scorer: Metric, task: str, dataset: str,
-                 seed: int, order: Mapping[str, int], rounds: int | None, latent_steps: int | None,
-                 generation: Mapping[str, Any], text_message_tokens: int, retry: bool) -> list[dict[str, Any]]:
-    """Run, retry (when asked) and score one batch of ``(id, sample)``; its records (what an
-    evaluation writes; a Ray worker of a sharded one calls this)."""
+def answer_batch(system: Any, batch: Sequence[tuple[str, Sample]], *, scorer: Metric, options: RunOptions,
+                 order: Mapping[str, int], retry: bool) -> list[dict[str, Any]]:
+    """Run, retry (when asked) and score one batch of ``(id, sample)`` with ``options`` (their task,
+    dataset and seed set); its records (what an evaluation writes; a Ray worker of a sharded one calls this)."""
     records: list[dict[str, Any]] = []
-    for done in run_batches(system, [s.as_question() for _, s in batch], batch_size=len(batch),
-                            ids=[sid for sid, _ in batch], seeds=[seed + order[sid] for sid, _ in batch],
-                            task=task, dataset=dataset, rounds=rounds, latent_steps=latent_steps,
-                            text_message_tokens=text_message_tokens, backoff=True, **dict(generation)):
+    seed = options.seed or 0
+    for done in run_batches(system, [s.as_question() for _, s in batch], options, batch_size=len(batch),
+                            ids=[sid for sid, _ in batch], seeds=[seed + order[sid] for sid, _ in batch], backoff=True):
         part = [batch[i] for i in done.positions]  # the back-off may answer the batch in smaller parts
-        records += _records(system, part, done, task, dataset, scorer, seed=seed, order=order,
-                            generation=generation, retry=retry)
+        records += _records(system, part, done, options, scorer, order=order, retry=retry)
     return records
 
 
-def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, task: str, dataset: str,
-             scorer: Metric, *, seed: int, order: Mapping[str, int], generation: Mapping[str, Any],
-             retry: bool) -> list[dict[str, Any]]:
+def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, options: RunOptions, scorer: Metric, *,
+             order: Mapping[str, int], retry: bool) -> list[dict[str, Any]]:
     """Retry (when asked) and score one finished batch of samples; their records."""
-    seeds = [seed + order[sid] for sid, _ in batch]
+    task = options.task
+    seeds = [(options.seed or 0) + order[sid] for sid, _ in batch]
     t0 = time.perf_counter()
     result = done.result
     outputs = list(result.answers)
@@ -299,8 +299,8 @@ def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, task
         pending = [j for j, (_, s) in enumerate(batch)
                    if needs_retry(outputs[j], task, str(s.meta.get("letters") or "") or None)]
         if pending:
-            options = _options_of(system, task, dataset, generation)
-            again = retry_answers(system, [outputs[j] for j in pending], task, generation=options,
+            generation = options.resolve_generation(system.spec.settings_for(task, options.dataset))
+            again = retry_answers(system, [outputs[j] for j in pending], task, generation=generation,
                                   seeds=[seeds[j] for j in pending])
             for j, text in zip(pending, again):
                 outputs[j], retried[j] = text, True
@@ -321,8 +321,16 @@ def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, task
     return records
 
 
-def _options_of(system: Any, task: str, dataset: str, overrides: Mapping[str, Any]) -> Any:
-    """The generation options a run used (for the retry, which decodes with the same settings)."""
-    from ..runtime.system import resolve_generation
-
-    return resolve_generation(None, overrides, system.spec.settings_for(task, dataset))
+def _run_config(options: RunOptions) -> dict[str, Any]:
+    """What of ``options`` changes the records (the configuration a resumed evaluation must match):
+    the keys of earlier versions, and ``tool_choice`` / a whole ``generation`` only when set."""
+    decoding = options.decoding_overrides()
+    if "stop" in decoding:
+        decoding["stop"] = list(decoding["stop"])
+    config: dict[str, Any] = {"rounds": options.rounds, "latent_steps": options.latent_steps, "generation": decoding,
+                              "text_message_tokens": options.text_message_tokens}
+    if options.generation is not None:
+        config["generation_options"] = options.record()["generation"]
+    if options.tool_choice != "auto":
+        config["tool_choice"] = options.tool_choice
+    return config

@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import RunError
+from ..runtime.options import RunOptions
 
 __all__ = ["RecmasLM"]
 
@@ -91,11 +92,9 @@ class RecmasLM(LM):
             raise RunError("baseline= needs topology=, not a built system", culprit="baseline",
                            hint="build the baseline yourself: recmas_graph.eval.baselines.baseline(spec, name)")
         self.system = system
-        self.task = task
-        self.rounds = rounds
-        self.latent_steps = latent_steps
-        self.text_message_tokens = text_message_tokens
-        self.seed = seed
+        #: How the system runs every request (decoding comes from each request's gen_kwargs).
+        self.options = RunOptions(task=task, rounds=rounds, latent_steps=latent_steps,
+                                  text_message_tokens=text_message_tokens, seed=seed)
         self.max_gen_toks = int(max_gen_toks)
         if str(batch_size).startswith("auto"):
             batch_size = max_batch_size or 8  # no memory probing: a fixed batch within the asked maximum
@@ -136,10 +135,8 @@ class RecmasLM(LM):
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start:start + self.batch_size]
                 contexts = [requests[i].args[0] for i in chunk]
-                result = self.system.run(
-                    contexts, task=self.task, rounds=self.rounds, latent_steps=self.latent_steps,
-                    text_message_tokens=self.text_message_tokens,
-                    seeds=[self.seed + i for i in chunk], **options)
+                result = self.system.run(contexts, self.options, seeds=[(self.options.seed or 0) + i for i in chunk],
+                                         **options)
                 for i, answer in zip(chunk, result.answers):
                     text = _cut(answer, until)
                     outputs[i] = text
@@ -176,7 +173,7 @@ class RecmasLM(LM):
 
     def get_model_info(self) -> dict[str, Any]:
         """What lm-eval records about the model in its results."""
-        return {"recmas_topology": self.system.spec.name, "recmas_task": self.task,
+        return {"recmas_topology": self.system.spec.name, "recmas_task": self.options.task,
                 "recmas_build": dict(getattr(self.system, "build_options", {}))}
 
 

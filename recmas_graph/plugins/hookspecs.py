@@ -30,7 +30,11 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from collections.abc import Callable
+
     import typer
+
+    from ..topology.compile import CompiledTopology
 
     from ..topology.schedule import Pass
     from ..topology.spec import TopologySpec
@@ -113,6 +117,18 @@ class BuildHooks:
         passed (names, roles, link types and options, models, tools, slots, forward cycles, dead agents).
         The error should name the offending agent or edge and say how to fix it.
         """
+
+    @hookspec
+    def recmas_check_build(self, compiled: "CompiledTopology", registry: "Registry") -> None:
+        """Check what a build of ``compiled`` will need before any model loads; raise a
+        :class:`recmas_graph.errors.RecmasError` naming the culprit (e.g. an unknown calibration dataset)."""
+
+    @hookspec
+    def recmas_system_built(self, system: Any, registry: "Registry",
+                            on_stage: "Callable[[str], None] | None") -> None:
+        """Finish a built system in place, after its models loaded and its links were built (the
+        built-in one fits or loads the links marked ``"calibrated:<dataset>"``). ``on_stage(message)``
+        reports a long step. ``system`` is a :class:`recmas_graph.runtime.RecursiveSystem`."""
 
     @hookspec
     def recmas_agent_built(self, agent: Any) -> None:

@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 #: The built-in plugins, registered first (by module path, so this module imports neither).
-DEFAULT_PLUGINS: tuple[str, ...] = ("recmas_graph.plugins.builtin", "recmas_graph.eval.plugin")
+DEFAULT_PLUGINS: tuple[str, ...] = ("recmas_graph.plugins.builtin", "recmas_graph.eval.plugin", "recmas_graph.train.plugin")
 #: Name of the runtime's built-in plugin (:mod:`recmas_graph.plugins.builtin`).
 BUILTIN_PLUGIN = DEFAULT_PLUGINS[0]
 #: Logger that receives hook-call traces when ``RECMAS_TRACE_PLUGINS=1``.
@@ -292,26 +292,18 @@ class Registry:
     def build_system(self, compiled: CompiledTopology, **options: Any) -> "RecursiveSystem":
         """Build ``compiled`` into a :class:`~recmas_graph.runtime.RecursiveSystem` (loads weights).
 
-        Links whose weights are ``"calibrated:<dataset>"`` are then fitted on that dataset, or
-        loaded from the cache when this system was fitted before (:mod:`recmas_graph.train.cached`);
-        ``on_model("links", message)`` is told when a fit starts.
+        Plugins check the build first (hook ``recmas_check_build``: the built-in training plugin
+        names an unknown calibration dataset before minutes of model loading) and finish the system
+        after (``recmas_system_built``: it fits, or loads from its cache, the links whose weights are
+        ``"calibrated:<dataset>"``; ``on_model("links", message)`` is told when a fit starts).
         """
         from ..runtime.system import RecursiveSystem
 
-        corpora = {a.inner_link.calibration_corpus for a in compiled.spec.agents} | {
-            e.link.calibration_corpus for e in compiled.spec.edges}
-        corpora.discard(None)
-        if corpora:  # an unknown dataset is named before minutes of model loading
-            from ..eval.datasets import resolve_dataset
-
-            for corpus in sorted(corpora):
-                resolve_dataset(corpus, self)
+        self.hooks.recmas_check_build(compiled=compiled, registry=self)
         system = RecursiveSystem.build(compiled, **options)
-        if corpora:
-            from ..train.cached import apply_cached_calibration
-
-            on_model = options.get("on_model")
-            apply_cached_calibration(system, self, on_stage=(lambda m: on_model("links", m)) if on_model else None)
+        on_model = options.get("on_model")
+        self.hooks.recmas_system_built(system=system, registry=self,
+                                       on_stage=(lambda m: on_model("links", m)) if on_model else None)
         return system
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 __all__ = [
-    "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "GenerationOptions", "PromptBatch",
+    "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "RunOptions", "GenerationOptions", "PromptBatch",
     "LoadedModel", "ModelCache", "load_model", "MessageStore", "PassRequest", "PassResult", "PassRunner",
     "InProcessRunner", "execute", "resolve_placement", "plan_placement", "PlacementPlan", "STRATEGIES",
     "estimate_memory", "MemoryEstimate", "Residency", "OutOfMemory",
@@ -16,7 +16,7 @@ __all__ = [
 
 _LAZY = {
     "RecursiveSystem": "system", "RunResult": "results", "TraceRecord": "results", "Agent": "agent",
-    "GenerationOptions": "decoding", "PromptBatch": "prompts", "LoadedModel": "sources.loaded",
+    "RunOptions": "options", "GenerationOptions": "decoding", "PromptBatch": "prompts", "LoadedModel": "sources.loaded",
     "ModelCache": "sources.loaded", "load_model": "sources.loaded", "MessageStore": "messages",
     "PassRequest": "backends", "PassResult": "backends", "PassRunner": "backends", "InProcessRunner": "backends",
     "execute": "executor", "resolve_placement": "placement", "plan_placement": "placement",

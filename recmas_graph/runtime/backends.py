@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["RunSettings", "PassRequest", "PassResult", "PassRunner", "InProcessRunner", "RowLinks", "stack_prompts"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """What every pass of one run shares: the questions and how to think and decode."""
 
@@ -65,7 +65,7 @@ class PassRequest:
     messages: dict[tuple[str, int], Message]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PassResult:
     """What a pass produced: ``messages`` by edge id, its trace ``record``; the decode pass adds
     ``answers`` and ``generated_tokens`` (or ``loss`` when scoring targets)."""
@@ -247,7 +247,8 @@ class InProcessRunner:
                 latent_steps=s.latent_steps, generated_tokens=0, peak_mem_bytes=peak.bytes, start_s=t0,
                 reused_tokens=sum(reused[start - rows:start]),
             )
-            results.append(PassResult(messages, record, thoughts=mine if s.keep_thoughts else None, row_tokens=[0] * rows))
+            results.append(PassResult(messages=messages, record=record, thoughts=mine if s.keep_thoughts else None,
+                                      row_tokens=[0] * rows))
         return results
 
     def continue_texts(self, agent: str, texts: Sequence[str], options: GenerationOptions, *,
@@ -344,5 +345,6 @@ class InProcessRunner:
             peak_mem_bytes=0, tool_calls=tool_calls, start_s=t0,
             reused_tokens=prompt.reuse.reused_tokens - reused_before if prompt.reuse is not None else 0,
         )
-        return PassResult(messages, record, answers, counts, thoughts if s.keep_thoughts else None, loss, loss_tokens,
-                          rows, target_loss)
+        return PassResult(messages=messages, record=record, answers=answers, generated_tokens=counts,
+                          thoughts=thoughts if s.keep_thoughts else None, loss=loss, loss_tokens=loss_tokens,
+                          row_tokens=rows, target_loss=target_loss)

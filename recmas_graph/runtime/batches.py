@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RecmasError, RunError
 from .oom import OutOfMemory, free_cached_memory, out_of_memory
+from .options import RunOptions
 
 if TYPE_CHECKING:
     from .results import RunResult
@@ -55,34 +56,36 @@ class BatchError(RunError):
         self.ids = tuple(ids)
 
 
-def run_batches(system: Any, questions: Sequence[str | Mapping[str, str]], *, batch_size: int,
-                ids: Sequence[str] | None = None, seed: int = 0, seeds: Sequence[int] | None = None,
+def run_batches(system: Any, questions: Sequence[str | Mapping[str, str]], options: RunOptions | None = None, *,
+                batch_size: int, ids: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
                 backoff: bool = False, **run_options: Any) -> Iterator[Batch]:
     """Run ``questions`` on ``system`` ``batch_size`` at a time, yielding each finished :class:`Batch`.
 
-    ``ids`` name the questions in errors (default: their 1-based positions); ``run_options`` go to
-    :meth:`~recmas_graph.runtime.RecursiveSystem.run` (``task``, ``rounds``, decoding, ...).
+    ``ids`` name the questions in errors (default: their 1-based positions); ``options`` and
+    ``run_options`` go to :meth:`~recmas_graph.runtime.RecursiveSystem.run` (``task``, ``rounds``,
+    decoding, ...); question ``i`` samples with ``seeds[i]`` (default: ``seed + i``).
     ``backoff``: a batch that runs out of memory is retried in halves (see the module docstring).
     """
     if batch_size < 1:
         raise RunError(f"batch_size must be at least 1, got {batch_size}", culprit="--batch-size")
+    opts = RunOptions.of(options, **run_options)
     names = [str(i) for i in ids] if ids is not None else [str(i + 1) for i in range(len(questions))]
-    all_seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(questions))]
+    all_seeds = list(seeds) if seeds is not None else [(opts.seed or 0) + i for i in range(len(questions))]
     if len(names) != len(questions) or len(all_seeds) != len(questions):
         raise RunError("ids and seeds must have one entry per question", culprit="run_batches()")
     for index, start in enumerate(range(0, len(questions), batch_size)):
         stop = min(start + batch_size, len(questions))
-        yield from _run_batch(system, questions, names, all_seeds, index, start, stop, backoff, run_options)
+        yield from _run_batch(system, questions, names, all_seeds, index, start, stop, backoff, opts)
 
 
 def _run_batch(system: Any, questions: Sequence[str | Mapping[str, str]], names: Sequence[str],
                seeds: Sequence[int], index: int, start: int, stop: int, backoff: bool,
-               run_options: Mapping[str, Any]) -> Iterator[Batch]:
+               options: RunOptions) -> Iterator[Batch]:
     """Run questions ``start:stop`` as one batch, or (``backoff``, out of memory) as halves."""
     t0 = time.perf_counter()
     oom: OutOfMemory | None = None
     try:
-        result = system.run(list(questions[start:stop]), seeds=list(seeds[start:stop]), **run_options)
+        result = system.run(list(questions[start:stop]), options, seeds=list(seeds[start:stop]))
     except KeyboardInterrupt:
         raise
     except Exception as err:
@@ -102,5 +105,5 @@ def _run_batch(system: Any, questions: Sequence[str | Mapping[str, str]], names:
     del oom  # its traceback holds the failed attempt's tensors
     free_cached_memory()
     middle = start + (stop - start + 1) // 2
-    yield from _run_batch(system, questions, names, seeds, index, start, middle, backoff, run_options)
-    yield from _run_batch(system, questions, names, seeds, index, middle, stop, backoff, run_options)
+    yield from _run_batch(system, questions, names, seeds, index, start, middle, backoff, options)
+    yield from _run_batch(system, questions, names, seeds, index, middle, stop, backoff, options)

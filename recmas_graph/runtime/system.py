@@ -14,8 +14,10 @@ Both walk the same unrolled schedule with the same pass runner (:mod:`.backends`
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +27,7 @@ from ..errors import RunError
 from ..tools.protocols import get_protocol
 from ..topology.compile import CompiledTopology
 from ..topology.schedule import Schedule
-from ..topology.spec import TASK_TYPES, SettingsSpec, TopologySpec
+from ..topology.spec import SettingsSpec, TopologySpec
 from .agent import Agent
 from .backends import InProcessRunner, PassRunner, RunSettings
 from .decoding import GenerationOptions
@@ -34,6 +36,7 @@ from .links.assemble import ModelFacts, build_system_links, self_fitting_links
 from .links.build import check_link_weights
 from .links.checkpoints import resolve_weights_path
 from .oom import loading_out_of_memory, raise_out_of_memory
+from .options import RunOptions
 from .placement import resolve_placement
 from .residency import Residency
 from .results import RunResult
@@ -44,30 +47,7 @@ from .sources.tiny import tiny_counterpart
 from .texts import agent_role
 from .tooluse import ToolPolicy
 
-__all__ = ["RecursiveSystem", "resolve_generation", "with_models", "make_agent"]
-
-_GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                      "stop")
-
-
-def resolve_generation(generation: GenerationOptions | None, overrides: Mapping[str, Any],
-                settings: SettingsSpec | None = None) -> GenerationOptions:
-    """``generation`` (default: the reference's, with the topology's ``settings`` for the task on top)
-    with keyword overrides; ``greedy=True`` turns sampling off."""
-    if generation is None:
-        chosen = {k: v for k, v in (settings.model_dump(exclude_none=True) if settings else {}).items()
-                  if k in _GENERATION_FIELDS}
-        generation = GenerationOptions(**chosen)
-    options = generation
-    changes = dict(overrides)
-    if "greedy" in changes:
-        changes["do_sample"] = not changes.pop("greedy")
-    unknown = sorted(set(changes) - set(_GENERATION_FIELDS))
-    if unknown:
-        raise RunError(f"unknown option(s) {', '.join(unknown)}", culprit="run()",
-                       hint=f"generation options: greedy, {', '.join(_GENERATION_FIELDS)}")
-    return options.replace(**changes) if changes else options
-
+__all__ = ["RecursiveSystem", "with_models", "make_agent"]
 
 def with_models(compiled: CompiledTopology, models: str | None, model: Mapping[str, str] | None) -> CompiledTopology:
     """``compiled`` with the models of ``build(models=..., model=...)`` in its spec."""
@@ -205,6 +185,25 @@ class RecursiveSystem(nn.Module):
                 system.hooks.recmas_agent_built(agent=agent)
         return system
 
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, folder: str | Path, *, description: str | None = None) -> Path:
+        """Write this system to ``folder`` (topology, links as safetensors, a configuration with
+        versions; :mod:`.pretrained`), rebuilt by :meth:`from_pretrained`. No model is loaded."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, folder, description=description)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, registry: Any = None, **build: Any) -> "RecursiveSystem":
+        """The system saved in ``folder`` by :meth:`save_pretrained`, built with ``build``'s keywords
+        (as :meth:`build`: ``device``, ``dtype``, ``low_memory``...). ``registry`` resolves its
+        roles and link types (default: the installed plugins, as ``recmas_graph.from_pretrained``)."""
+        from .pretrained import load_pretrained
+
+        if registry is None:  # the default registry is the plugins layer's, above this one: bound late
+            registry = importlib.import_module("recmas_graph.plugins").default_registry()
+        return load_pretrained(folder, registry.compile, **build)
+
     # ------------------------------------------------------------------ messages
     def plan(self, rounds: int | None = None) -> Schedule:
         """The pruned unrolled schedule (same as ``recmas plan``)."""
@@ -231,24 +230,19 @@ class RecursiveSystem(nn.Module):
             found = found.model_copy(update={"latent_steps": self.spec.latent_steps})
         return found
 
-    def _settings(self, questions: Sequence[Any], *, task: str, latent_steps: int | None, generation: GenerationOptions,
-                  seed: int | None, seeds: Sequence[int] | None, text_message_tokens: int, tool_choice: str,
-                  use_cache: bool, rounds: int, dataset: str | None = None, targets: Sequence[str] | None = None,
-                  keep: bool = False, reuse_prefix: bool = True) -> RunSettings:
+    def _settings(self, questions: Sequence[Any], options: RunOptions, *, generation: GenerationOptions,
+                  rounds: int, seeds: Sequence[int] | None = None, targets: Sequence[str] | None = None,
+                  keep: bool = False) -> RunSettings:
         if isinstance(questions, str):
             raise RunError("questions must be a list of strings, got one string", culprit="questions",
                            hint='wrap it in a list: run(["What is 2 + 3?"])')
         if not questions:
             raise RunError("no questions given", culprit="questions", hint="pass at least one question")
-        if task not in TASK_TYPES:
-            raise RunError(f"unknown task type {task!r}", culprit="task", hint=f"use one of {', '.join(TASK_TYPES)}")
-        if tool_choice not in ("auto", "required"):
-            raise RunError(f"unknown tool_choice {tool_choice!r}", culprit="tool_choice", hint='use "auto" or "required"')
-        m = self.settings_for(task, dataset).latent_steps if latent_steps is None else latent_steps
-        if m < 0:
-            raise RunError(f"latent_steps must be >= 0, got {m}", culprit="latent_steps")
+        m = options.latent_steps
+        if m is None:
+            m = self.settings_for(options.task, options.dataset).latent_steps
         if seeds is None:
-            seeds = [(seed or 0) + i for i in range(len(questions))]
+            seeds = [(options.seed or 0) + i for i in range(len(questions))]
         if len(seeds) != len(questions):
             raise RunError(f"{len(seeds)} seeds for {len(questions)} questions", culprit="seeds",
                            hint="give one seed per question")
@@ -256,48 +250,37 @@ class RecursiveSystem(nn.Module):
             raise RunError(f"{len(targets)} answers for {len(questions)} questions", culprit="answers",
                            hint="give one answer per question")
         texts, fields = _split_questions(questions)
-        return RunSettings(texts, task, m, generation, tuple(int(s) for s in seeds), text_message_tokens, tool_choice,
-                           use_cache, tuple(str(t) for t in targets) if targets is not None else None, keep, rounds,
-                           fields, reuse_prefix=reuse_prefix)
+        return RunSettings(questions=texts, task=options.task, latent_steps=m, generation=generation,
+                           seeds=tuple(int(s) for s in seeds), text_message_tokens=options.text_message_tokens,
+                           tool_choice=options.tool_choice, use_cache=options.use_cache,
+                           targets=tuple(str(t) for t in targets) if targets is not None else None,
+                           keep_thoughts=keep, rounds=rounds, fields=fields, reuse_prefix=options.reuse_prefix)
 
     def run(
         self,
         questions: Sequence[str | Mapping[str, str]],
+        options: RunOptions | None = None,
         *,
-        task: str = "math",
-        dataset: str | None = None,
-        rounds: int | None = None,
-        latent_steps: int | None = None,
-        generation: GenerationOptions | None = None,
-        seed: int | None = 0,
         seeds: Sequence[int] | None = None,
-        text_message_tokens: int = 256,
         keep_messages: bool = False,
-        use_cache: bool = True,
-        tool_choice: str = "auto",
-        reuse_prefix: bool = True,
-        **generation_options: Any,
+        **overrides: Any,
     ) -> RunResult:
         """Answer a batch of questions by running the schedule wave by wave (no autograd).
 
         A question is a string, or a mapping with ``question`` and the question's own template
-        fields (``fn_name``). ``task`` picks the prompts; the topology's settings for ``task`` (and
-        ``dataset``, when given) set the latent steps and the decoding unless given here.
-        Decoding: ``generation`` (default: those settings over the reference's) with keyword
-        overrides such as ``greedy=True``, ``max_new_tokens=64``, ``top_k=20``. Question ``i``
-        samples with seed ``seeds[i]`` (default ``seed + i``), so an answer does not depend on its
-        batch-mates. ``keep_messages`` keeps every latent message and the thoughts in the result.
-        ``tool_choice="required"`` opens a call of the output agent's first tool at the start of
-        its answer. ``reuse_prefix`` lets a pass start from the KV cache of the prompt prefix an
-        earlier pass of the same model computed (the same answers up to float rounding;
-        :mod:`recmas_graph.runtime.prefix`); ``False`` prefills every prompt in full.
+        fields (``fn_name``). ``options`` (a :class:`~.options.RunOptions`) say how to think and
+        decode; keyword ``overrides`` (any of its fields: ``task``, ``rounds``, ``latent_steps``,
+        ``greedy``, ``max_new_tokens``, ``generation``, ``tool_choice``, ``reuse_prefix``, ...) go on
+        top. The topology's settings for the task (and dataset) set the latent steps and the decoding
+        that are not given. Question ``i`` samples with seed ``seeds[i]`` (default ``seed + i``), so
+        an answer does not depend on its batch-mates. ``keep_messages`` keeps every latent message
+        and the thoughts in the result.
         """
-        options = resolve_generation(generation, generation_options, self.spec.settings_for(task, dataset))
-        schedule = self.plan(rounds)
-        settings = self._settings(questions, task=task, latent_steps=latent_steps, generation=options, seed=seed,
-                                  seeds=seeds, text_message_tokens=text_message_tokens, tool_choice=tool_choice,
-                                  use_cache=use_cache, rounds=schedule.rounds, dataset=dataset, keep=keep_messages,
-                                  reuse_prefix=reuse_prefix)
+        opts = RunOptions.of(options, **overrides)
+        generation = opts.resolve_generation(self.spec.settings_for(opts.task, opts.dataset))
+        schedule = self.plan(opts.rounds)
+        settings = self._settings(questions, opts, generation=generation, rounds=schedule.rounds, seeds=seeds,
+                                  keep=keep_messages)
         with torch.inference_mode():
             result = execute(schedule, self.runner, settings, hooks=self.hooks, system=self, keep=keep_messages)
         # kept tensors leave inference mode as normal tensors (usable with autograd and in place)
@@ -309,16 +292,11 @@ class RecursiveSystem(nn.Module):
         self,
         questions: Sequence[str | Mapping[str, str]],
         answers: Sequence[str],
+        options: RunOptions | None = None,
         *,
-        task: str = "math",
-        dataset: str | None = None,
-        rounds: int | None = None,
-        latent_steps: int | None = None,
-        seed: int | None = 0,
-        text_message_tokens: int = 256,
-        use_cache: bool = True,
         checkpoint: bool = False,
         grad: bool = True,
+        **overrides: Any,
     ) -> torch.Tensor:
         """Teacher-forced cross-entropy (mean per answer token) of the output agent's ``answers``.
 
@@ -326,13 +304,12 @@ class RecursiveSystem(nn.Module):
         latent message of every round is computed from the links, so ``loss.backward()`` reaches every
         link whose message influences the answer through latent edges, in every round it is used.
         Text messages (text edges) are decoded greedily and carry no gradient, so a link whose
-        messages only reach the answer through a text edge gets none. ``checkpoint`` recomputes
+        messages only reach the answer through a text edge gets none. ``options`` and ``overrides``
+        are as for :meth:`run` (decoding fields aside: nothing is sampled). ``checkpoint`` recomputes
         each pass of the frozen models during the backward pass instead of keeping its activations;
         ``grad=False`` only scores (validation: no autograd graph is kept).
         """
-        losses = self.target_losses(questions, answers, task=task, dataset=dataset, rounds=rounds,
-                                    latent_steps=latent_steps, seed=seed, text_message_tokens=text_message_tokens,
-                                    use_cache=use_cache, checkpoint=checkpoint, grad=grad)
+        losses = self.target_losses(questions, answers, options=options, checkpoint=checkpoint, grad=grad, **overrides)
         return losses[self.spec.output][0]
 
     def target_losses(
@@ -340,16 +317,11 @@ class RecursiveSystem(nn.Module):
         questions: Sequence[str | Mapping[str, str]],
         answers: Sequence[str],
         targets: Mapping[str, Sequence[str]] | None = None,
+        options: RunOptions | None = None,
         *,
-        task: str = "math",
-        dataset: str | None = None,
-        rounds: int | None = None,
-        latent_steps: int | None = None,
-        seed: int | None = 0,
-        text_message_tokens: int = 256,
-        use_cache: bool = True,
         checkpoint: bool = False,
         grad: bool = True,
+        **overrides: Any,
     ) -> dict[str, tuple[torch.Tensor, int]]:
         """One unrolled run scoring the output agent's ``answers`` and other agents' ``targets``.
 
@@ -357,8 +329,10 @@ class RecursiveSystem(nn.Module):
         the last round it runs, with the messages it received (the paper's intermediate losses on
         the plan and refined plan). Returns ``{agent: (mean NLL per token, tokens)}`` for the output
         agent and every agent in ``targets``; see :meth:`answer_loss` for how gradients flow
-        (and ``checkpoint``, ``grad``).
+        (and ``options``, ``checkpoint``, ``grad``).
         """
+        opts = RunOptions.of(options, **overrides)
+        rounds = opts.rounds
         schedule = self.plan(rounds)
         last_round: dict[str, int] = {}
         for wave in schedule.waves:
@@ -377,10 +351,9 @@ class RecursiveSystem(nn.Module):
                 raise RunError(f"targets for {name!r}: one text per question is needed ({len(questions)})",
                                culprit=f"targets[{name!r}]")
             agent_targets[(name, last_round[name])] = tuple(str(t) for t in texts)
-        settings = self._settings(questions, task=task, latent_steps=latent_steps,
-                                  generation=GenerationOptions(do_sample=False), seed=seed, seeds=None,
-                                  text_message_tokens=text_message_tokens, tool_choice="auto", use_cache=use_cache,
-                                  rounds=schedule.rounds, dataset=dataset, targets=answers)
+        settings = self._settings(questions, opts.replace(tool_choice="auto"),
+                                  generation=GenerationOptions(do_sample=False), rounds=schedule.rounds,
+                                  targets=answers)
         # low-memory mode keeps one model loaded: an autograd graph holding every pass's weights would keep
         # every reloaded copy alive, so each pass is recomputed (and its model reloaded) in backward instead
         checkpoint = checkpoint or (grad and self.residency is not None)

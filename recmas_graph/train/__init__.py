@@ -21,7 +21,7 @@ __all__ = ["calibrate", "CalibrationReport", "LinkFit", "corpus_from_file", "cor
            "AnswerObjective"]
 
 _LAZY = {"calibrate": "calibration", "CalibrationReport": "calibration", "LinkFit": "calibration", "link_loss": "losses",
-         "fit_link": "closed_form", "ridge": "closed_form", "save_system_links": "export", "spec_with_weights": "export",
+         "fit_link": "closed_form", "ridge": "closed_form", "save_system_links": ".runtime.links.export", "spec_with_weights": ".runtime.links.export",
          "TrainSample": "data", "read_train_data": "data", "make_train_data": "data", "TrainConfig": "loop",
          "Trainer": "loop", "TrainReport": "loop", "train_links": "run", "InnerObjective": "objectives",
          "AnswerObjective": "objectives"}

@@ -81,7 +81,7 @@ def cache_folder() -> Path:
 
 def _load(system: Any, folder: Path, links: list[tuple[str, str]]) -> None:
     from ..runtime.links.checkpoints import load_link_weights
-    from .export import link_files
+    from ..runtime.links.export import link_files
 
     for (kind, name), rel in link_files(links).items():  # the paths save_links gave them
         module = system.inner_links[name] if kind == "inner" else system.outer_links[name]
@@ -91,7 +91,7 @@ def _load(system: Any, folder: Path, links: list[tuple[str, str]]) -> None:
 
 
 def _save(system: Any, folder: Path, links: list[tuple[str, str]], info: dict[str, Any]) -> None:
-    from .export import save_links
+    from ..runtime.links.export import save_links
 
     paths = save_links(system, folder, links)
     info = {**info, "files": {f"{kind} {name}": rel for (kind, name), rel in paths.items()}}

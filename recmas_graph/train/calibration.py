@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import RunError
-from .export import save_system_links
+from ..runtime.pretrained import save_pretrained
 from .losses import link_loss
 from .pairs import TokenStates, encode_corpus, inner_pairs, outer_pairs
 from .closed_form import fit_link
@@ -138,6 +138,7 @@ def calibrate(system: Any, texts: Sequence[str], *, out: str | Path | None = Non
     if progress is not None:
         progress("done", len(jobs), len(jobs))
     if out is not None:
-        result.topology = save_system_links(
-            system, out, description=f"{spec.description} Links calibrated on {len(texts)} texts.".strip())
+        folder = save_pretrained(system, out, description=f"{spec.description} Links calibrated on {len(texts)} "
+                                                          "texts.".strip())
+        result.topology = folder / "topology.json"
     return result

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import RunError
+from ..runtime.options import RunOptions
 from .data import TrainSample
 from .losses import MSE_WEIGHT, link_loss
 
@@ -104,11 +105,10 @@ class AnswerObjective:
     ``checkpoint`` recomputes the frozen models' passes in backward (gradient checkpointing).
     """
 
-    def __init__(self, system: Any, *, task: str = "math", rounds: int | None = None,
-                 latent_steps: int | None = None, text_message_tokens: int = 256,
-                 weights: Mapping[str, float] | None = None, checkpoint: bool = False) -> None:
-        self.system, self.task, self.rounds, self.latent_steps = system, task, rounds, latent_steps
-        self.text_message_tokens, self.checkpoint = text_message_tokens, checkpoint
+    def __init__(self, system: Any, options: RunOptions | None = None, *, weights: Mapping[str, float] | None = None,
+                 checkpoint: bool = False, **run_options: Any) -> None:
+        self.system, self.checkpoint = system, checkpoint
+        self.options = RunOptions.of(options, **run_options)  # task, rounds, latent_steps, text_message_tokens
         self.weights = {k: float(v) for k, v in (weights or {}).items() if float(v) != 0.0}
         names = {a.name for a in system.spec.agents}
         for agent, weight in self.weights.items():
@@ -123,9 +123,8 @@ class AnswerObjective:
     def __call__(self, batch: Sequence[TrainSample]) -> tuple[torch.Tensor, int]:
         answers = [s.answer for s in batch]
         targets = {agent: [s.text(target_field(self.system, agent, s)) for s in batch] for agent in self.weights}
-        losses = self.system.target_losses([s.question for s in batch], answers, targets, task=self.task,
-                                           rounds=self.rounds, latent_steps=self.latent_steps,
-                                           text_message_tokens=self.text_message_tokens, checkpoint=self.checkpoint,
+        losses = self.system.target_losses([s.question for s in batch], answers, targets, self.options,
+                                           checkpoint=self.checkpoint,
                                            grad=torch.is_grad_enabled())  # validation runs under no_grad
         output = self.system.spec.output
         loss, tokens = losses[output]

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import RunError
 from ..topology.spec import dump_topology
 from .data import TrainSample, split_heldout
-from .export import save_system_links
+from ..runtime.pretrained import save_pretrained
 from .loop import StepInfo, TrainConfig, Trainer, TrainReport
 from .objectives import AnswerObjective, InnerObjective, target_field
 
@@ -107,8 +107,8 @@ def train_links(system: Any, kind: str, data: Sequence[TrainSample], out: str | 
     report.val_loss = logged["val"] if report.val_loss is None else report.val_loss
     from ..eval.records import write_json_atomic
 
-    save_system_links(system, folder, description=f"{system.spec.description} Links: {kind} loop, "
-                                                  f"{report.steps} steps.".strip())
+    save_pretrained(system, folder, description=f"{system.spec.description} Links: {kind} loop, "
+                                                f"{report.steps} steps.".strip())
     write_json_atomic(folder / "report.json", {
         "kind": kind, "steps": report.steps, "first_loss": report.first_loss, "last_loss": report.last_loss,
         "val_loss": report.val_loss, "wall_s": round(report.wall_s, 2), "resumed_from": report.resumed_from,

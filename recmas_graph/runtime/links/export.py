@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..topology.spec import TopologySpec, dump_topology
+from ...topology.spec import TopologySpec, dump_topology
 
 __all__ = ["link_file_name", "link_files", "save_links", "save_system_links", "spec_with_weights"]
 
@@ -61,21 +61,23 @@ def link_files(links: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
 def save_links(system: Any, out: str | Path, links: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """Save the named links of ``system`` under ``out/links/`` (our format, each with its JSON
     config); returns each link's path relative to ``out`` (see :func:`link_files`)."""
-    from ..runtime.links.checkpoints import save_link
+    from .checkpoints import save_link
 
     folder = Path(out)
     (folder / "links").mkdir(parents=True, exist_ok=True)
     compiled = system.compiled
     by_agent = {a.name: a for a in compiled.spec.agents}
     paths = link_files(links)
+    # widths from what the build recorded: asking a loaded model would reload it in low-memory mode
+    width = {name: facts.hidden_size for name, facts in system.model_facts.items()}
     for (kind, name), rel in paths.items():
         if kind == "inner":
-            spec, size = by_agent[name].inner_link, system.agents[name].loaded.hidden_size
+            spec, size = by_agent[name].inner_link, width[name]
             save_link(system.inner_links[name], folder / rel, spec.type, size, size, spec.options)
         else:
             edge = compiled.edge(name)
-            src, dst = system.agents[edge.source].loaded.hidden_size, system.agents[edge.target].loaded.hidden_size
-            save_link(system.outer_links[name], folder / rel, edge.link.type, src, dst, edge.link.options)
+            save_link(system.outer_links[name], folder / rel, edge.link.type, width[edge.source], width[edge.target],
+                      edge.link.options)
     return paths
 
 

@@ -1,0 +1,74 @@
+"""save_pretrained / from_pretrained: a saved folder rebuilds the same system."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import recmas_graph as rg
+from recmas_graph import RunError
+from recmas_graph.runtime.pretrained import CONFIG_NAME
+from recmas_graph.runtime.sources.loaded import ModelCache
+from recmas_graph.runtime.system import RecursiveSystem
+
+STYLES = ["sequential_light", "sequential_scaled", "mixture", "distillation", "deliberation"]
+OPTIONS = rg.RunOptions(rounds=2, latent_steps=2, greedy=True, max_new_tokens=6, text_message_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def cache() -> ModelCache:
+    return ModelCache()
+
+
+@pytest.mark.parametrize("name", STYLES)
+def test_a_saved_system_gives_the_same_links_and_greedy_answers(name: str, tmp_path: Path, cache, registry) -> None:
+    # seed 3: links that differ from a fresh build's default seed, so the weights must come from the files
+    system = registry.compile(name).build(models="tiny", seed=3, model_cache=cache)
+    folder = system.save_pretrained(tmp_path / "saved")
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    assert config["format_version"] == 1 and config["versions"]["torch"] == torch.__version__
+    back = RecursiveSystem.from_pretrained(folder, registry=registry, model_cache=cache)
+    fresh = registry.compile(name).build(models="tiny", seed=0, model_cache=cache)
+    want, got = system.state_dict(), back.state_dict()
+    assert want.keys() == got.keys() and want
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert any(not torch.equal(want[k], fresh.state_dict()[k]) for k in want)  # the files, not the seed
+    questions = ["What is 2 + 3?", "Is 7 prime?"]
+    assert back.run(questions, OPTIONS).answers == system.run(questions, OPTIONS).answers
+
+
+def test_top_level_from_pretrained_and_recmas_run_read_the_folder(tmp_path: Path, cache, registry) -> None:
+    system = registry.compile("distillation").build(models="tiny", seed=5, model_cache=cache)
+    folder = system.save_pretrained(tmp_path / "d")
+    back = rg.from_pretrained(folder, registry=registry, model_cache=cache)
+    assert back.run(["Q?"], OPTIONS).answers == system.run(["Q?"], OPTIONS).answers
+    from recmas_graph.cli import main
+
+    out = tmp_path / "answers.jsonl"
+    assert main(["run", str(folder / "topology.json"), "-q", "Q?", "--rounds", "2", "--latent-steps", "2",
+                 "--greedy", "--max-new-tokens", "6", "--text-message-tokens", "4", "-o", str(out)]) == 0
+    assert json.loads(out.read_text(encoding="utf-8"))["answer"] == system.run(["Q?"], OPTIONS).answers[0]
+
+
+def test_a_folder_that_is_not_a_saved_system_is_named(tmp_path: Path, registry) -> None:
+    with pytest.raises(RunError, match=CONFIG_NAME):
+        rg.from_pretrained(tmp_path, registry=registry)
+    (tmp_path / CONFIG_NAME).write_text("{not json", encoding="utf-8")
+    with pytest.raises(RunError, match="not valid JSON"):
+        rg.from_pretrained(tmp_path, registry=registry)
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"format": "recmas_graph.system", "format_version": 99,
+                                                    "topology": "topology.json"}), encoding="utf-8")
+    with pytest.raises(RunError, match="newer"):
+        rg.from_pretrained(tmp_path, registry=registry)
+
+
+def test_saving_a_low_memory_system_loads_no_model(tmp_path: Path, registry) -> None:
+    system = registry.compile("sequential_light").build(models="tiny", low_memory=True)
+    loads = system.residency.loads
+    system.save_pretrained(tmp_path / "lm")
+    assert system.residency.loads == loads  # widths come from the build's records, not from reloaded models
+    back = rg.from_pretrained(tmp_path / "lm", registry=registry, low_memory=True)
+    assert all(torch.equal(a, b) for a, b in zip(system.state_dict().values(), back.state_dict().values()))
