@@ -210,3 +210,62 @@ def test_more_gpu_actors_than_the_cluster_has_gpus_are_refused_and_workers_see_p
     assert _wants_gpu({names[0]: "cpu"}, compiled)  # the other agents are placed automatically
     assert not _wants_gpu({n: "cpu" for n in names}, compiled)
     assert not _wants_gpu("cpu", compiled) and _wants_gpu(None, compiled) and _wants_gpu("cuda:1", compiled)
+
+
+def _registry_with_a_role_of_its_own():
+    """A registry with a role only this process registered (a plugin defined here travels by value)."""
+    from recmas_graph.plugins import Registry, hookimpl
+    from recmas_graph.topology.roles import Role
+
+    class OwnRoles:
+        @hookimpl
+        def recmas_roles(self):
+            return [Role("terse_solver", "answers tersely", {"default": "Answer tersely.\n{question}"}, answers=True)]
+
+    registry = Registry.create([OwnRoles()], load_entrypoints=False)
+    spec = (rg.TopologyBuilder("own_role", rounds=1, latent_steps=2)
+            .agent("planner", role="planner", model="tiny:llama")
+            .agent("solver", role="terse_solver", model="tiny:qwen2")
+            .edge("planner", "solver", slot="plan").output("solver").build())
+    return registry, spec
+
+
+def test_a_plugin_of_the_callers_registry_works_in_actors_and_workers(local_ray, tmp_path) -> None:
+    registry, spec = _registry_with_a_role_of_its_own()
+    with pytest.raises(Exception, match="terse_solver"):
+        rg.compile(spec)  # the installed plugins alone do not know the role
+    compiled = registry.compile(spec)
+    local = compiled.build(models="tiny").run(QUESTIONS, **{**RUN, "rounds": 1})
+    system = build_on_ray(compiled, models="tiny")
+    try:
+        assert system.run(QUESTIONS, **{**RUN, "rounds": 1}).answers == local.answers
+    finally:
+        system.runner.shutdown()
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": "5"}) + "\n" for q in QUESTIONS), encoding="utf-8")
+    options = dict(registry=registry, build={"models": "tiny"}, greedy=True, max_new_tokens=4, latent_steps=2)
+    on_workers = rg.evaluate(spec, f"jsonl:{data}", out=tmp_path / "w", workers=1, **options)
+    here = rg.evaluate(spec, f"jsonl:{data}", out=tmp_path / "h", **options)
+    assert len(on_workers.records) == 2 and _strip(on_workers.records) == _strip(here.records)
+
+
+def test_a_plugin_that_cannot_travel_is_named(local_ray) -> None:
+    import threading
+
+    from recmas_graph.errors import PluginError
+    from recmas_graph.plugins import Registry, hookimpl
+
+    class Locked:
+        lock = None
+
+        def __init__(self):
+            self.lock = threading.Lock()  # cannot be pickled
+
+        @hookimpl
+        def recmas_roles(self):
+            return []
+
+    registry = Registry.create([("locked", Locked())], load_entrypoints=False)
+    with pytest.raises(PluginError, match="'locked'") as err:
+        build_on_ray(registry.compile("sequential_light"), models="tiny")
+    assert "unpicklable" in err.value.hint

@@ -7,6 +7,7 @@ import torch
 
 import recmas_graph as rg
 from recmas_graph.cli import main
+from recmas_graph.errors import RunError
 from recmas_graph.plugins.manager import default_registry
 from recmas_graph.runtime.backends import InProcessRunner
 
@@ -201,3 +202,14 @@ def test_a_merged_pass_that_runs_out_of_memory_runs_its_passes_one_by_one(monkey
     monkeypatch.setattr(InProcessRunner, "run_merged", exhausted)
     fallback = system.run(QUESTIONS, **RUN)
     assert calls and fallback.answers == separate.answers
+
+
+def test_reading_an_agent_never_loads_its_model() -> None:
+    system = rg.compile("sequential_light").build(models="tiny", low_memory=True)
+    agent = next(a for a in system.agents.values() if not a.resident)
+    loads = system.residency.loads
+    assert agent.hidden_size > 0 and agent.ref and agent.dtype is not None  # known without the model
+    with pytest.raises(RunError, match="not loaded") as err:
+        agent.loaded  # noqa: B018 - a property: it must not load from disk
+    assert "agent.load()" in err.value.hint and system.residency.loads == loads
+    assert agent.load() is agent.loaded and system.residency.loads == loads + 1  # loading is explicit

@@ -31,18 +31,18 @@ from ..runtime.oom import OutOfMemory, free_cached_memory
 from ..topology.compile import CompiledTopology
 from ..topology.spec import dump_topology
 from .cluster import connect, require_ray, worker_setup
+from .shipping import ShippedRegistry, ship_registry
 
 __all__ = ["AgentHost", "RayRunner", "build_on_ray", "host_groups", "check_gpus", "unwrap"]
 
 
-def _compile(spec_json: str, base_dir: str | None) -> CompiledTopology:
-    """The topology again, in a worker: the spec and the folder its relative paths start from."""
-    from ..plugins.manager import default_registry
+def _compile(spec_json: str, base_dir: str | None, shipped: ShippedRegistry) -> CompiledTopology:
+    """The topology again, in a worker: the spec, the folder its relative paths start from, and the
+    caller's registry rebuilt (its own plugins included)."""
     from ..topology.compile import compile_topology
     from ..topology.spec import parse_topology
 
-    registry = default_registry()
-    return compile_topology(parse_topology(json.loads(spec_json)), registry, base_dir=base_dir)
+    return compile_topology(parse_topology(json.loads(spec_json)), shipped.rebuild(), base_dir=base_dir)
 
 
 class AgentHost:
@@ -51,7 +51,8 @@ class AgentHost:
     and errors name it, not the actor's own ``cuda:0``)."""
 
     def __init__(self, spec_json: str, base_dir: str | None, agents: Sequence[str], device: str,
-                 dtype: str | None, threads: int = 1, labels: Mapping[str, str] | None = None) -> None:
+                 dtype: str | None, threads: int = 1, labels: Mapping[str, str] | None = None,
+                 shipped: ShippedRegistry = ShippedRegistry()) -> None:
         self.error: BaseException | None = None
         self.names = list(agents)
         self.device = device
@@ -63,7 +64,7 @@ class AgentHost:
         self._agents: dict[str, Any] = {}
         try:  # an actor whose constructor raises dies with a garbled message: keep the error for load()
             worker_setup(threads)
-            self.compiled = _compile(spec_json, base_dir)
+            self.compiled = _compile(spec_json, base_dir, shipped)
         except Exception as err:  # noqa: BLE001 - re-raised by load()
             self.error = err
 
@@ -300,6 +301,7 @@ def build_on_ray(compiled: CompiledTopology, *, models: str | None = None, model
                            hint="give the link weights (recmas calibrate), or place both agents on one GPU")
     spec_json = dump_topology(spec)
     base = str(compiled.base_dir) if compiled.base_dir is not None else None
+    shipped = ship_registry(compiled.catalog)
     remote = ray.remote(AgentHost)
     hosts: dict[str, Any] = {}
     handles = []
@@ -309,7 +311,7 @@ def build_on_ray(compiled: CompiledTopology, *, models: str | None = None, model
             options = {"num_gpus": 1} if on_gpu else ({"num_cpus": cpus_per_actor} if cpus_per_actor else {})
             # the build's dtype: each agent resolves its own (its spec's, else this one), as in process
             handle = remote.options(**options).remote(spec_json, base, names, "cuda" if on_gpu else dev, dtype,
-                                                      cpus_per_actor or 1, {n: where[n] for n in names})
+                                                      cpus_per_actor or 1, {n: where[n] for n in names}, shipped)
             handles.append(handle)
             for name in names:
                 hosts[name] = handle

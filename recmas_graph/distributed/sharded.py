@@ -19,6 +19,7 @@ from ..topology.compile import CompiledTopology
 from ..topology.spec import dump_topology
 from .cluster import connect, worker_setup
 from .ray_backend import _compile, unwrap
+from .shipping import ShippedRegistry, ship_registry
 
 __all__ = ["EvalWorker", "ShardedAnswerer"]
 
@@ -26,14 +27,14 @@ __all__ = ["EvalWorker", "ShardedAnswerer"]
 class EvalWorker:
     """Ray actor body: one whole system, answering and scoring batches of samples."""
 
-    def __init__(self, spec_json: str, base_dir: str | None, build: Mapping[str, Any], threads: int = 1) -> None:
-        from ..plugins.manager import default_registry
-
+    def __init__(self, spec_json: str, base_dir: str | None, build: Mapping[str, Any], threads: int = 1,
+                 shipped: ShippedRegistry = ShippedRegistry()) -> None:
         self.error: BaseException | None = None
         try:  # an actor whose constructor raises dies with a garbled message: keep the error for ready()
             worker_setup(threads)
-            self.registry = default_registry()
-            self.system = self.registry.build_system(_compile(spec_json, base_dir), **dict(build))
+            compiled = _compile(spec_json, base_dir, shipped)
+            self.registry = compiled.catalog
+            self.system = self.registry.build_system(compiled, **dict(build))
         except Exception as err:  # noqa: BLE001 - re-raised by ready()
             self.error = err
 
@@ -95,7 +96,8 @@ class ShardedAnswerer:
         remote = self.ray.remote(EvalWorker).options(**options)
         spec_json = dump_topology(compiled.spec)
         base = str(compiled.base_dir) if compiled.base_dir is not None else None
-        self.workers = [remote.remote(spec_json, base, build, cpus_per_worker) for _ in range(workers)]
+        shipped = ship_registry(compiled.catalog)
+        self.workers = [remote.remote(spec_json, base, build, cpus_per_worker, shipped) for _ in range(workers)]
         try:
             self.ray.get([w.ready.remote() for w in self.workers])
         except self.ray.exceptions.RayTaskError as err:

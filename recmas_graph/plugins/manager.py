@@ -125,6 +125,10 @@ class Registry:
     tools: dict[str, Any] = field(default_factory=dict)
     origin: dict[tuple[str, str], str] = field(default_factory=dict)
     plugin_dists: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: The ``(name, plugin)`` pairs given to :meth:`create` (besides the defaults and entry points),
+    #: and whether entry points were loaded: what rebuilds this registry in another process.
+    given_plugins: tuple[tuple[str, Any], ...] = ()
+    loaded_entrypoints: bool = True
 
     @classmethod
     def create(
@@ -150,6 +154,7 @@ class Registry:
             pm.enable_tracing()
         for path in DEFAULT_PLUGINS:
             _register(pm, import_object(path), path, tracing)
+        given: list[tuple[str, Any]] = []
         for item in plugins:
             name, plugin = item if isinstance(item, tuple) else (_plugin_name(item), item)
             base, n = name, 1
@@ -157,6 +162,7 @@ class Registry:
                 n += 1
                 name = f"{base}#{n}"
             _register(pm, plugin, name, tracing)
+            given.append((name, plugin))
         dists: dict[str, tuple[str, str]] = {}
         if load_entrypoints is None:
             load_entrypoints = not _env_flag("RECMAS_DISABLE_PLUGINS")
@@ -170,7 +176,8 @@ class Registry:
                 culprit=f"plugin {pm.get_name(err.plugin) or _plugin_name(err.plugin)!r}",
                 hint="hook implementations must use a hook name listed in docs/plugins.md (check the spelling)",
             ) from None
-        registry = cls(plugin_manager=pm, plugin_dists=dists)
+        registry = cls(plugin_manager=pm, plugin_dists=dists, given_plugins=tuple(given),
+                       loaded_entrypoints=bool(load_entrypoints))
         registry._collect()
         return registry
 

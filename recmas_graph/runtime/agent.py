@@ -60,7 +60,7 @@ class Agent:
         self._backbone = backbone_of(loaded.model)
 
     def detach(self) -> None:
-        """Drop the agent's references to its model (low-memory mode frees it; :attr:`loaded` reloads it)."""
+        """Drop the agent's references to its model (low-memory mode frees it; :meth:`load` reloads it)."""
         self._loaded = self._prompter = self._backbone = None
 
     @property
@@ -68,9 +68,9 @@ class Agent:
         """Whether the agent's model is loaded."""
         return self._loaded is not None
 
-    @property
-    def loaded(self) -> Any:
-        """The agent's :class:`~recmas_graph.runtime.sources.LoadedModel` (reloaded when it was freed)."""
+    def load(self) -> Any:
+        """The agent's :class:`~recmas_graph.runtime.sources.LoadedModel`, loaded again from its
+        source when low-memory mode freed it (seconds to minutes: call it where a pass needs the model)."""
         if self._loaded is None:
             if self.reload is None:
                 raise RunError("this agent's model was freed and nothing reloads it", culprit=f"agent {self.name!r}",
@@ -79,20 +79,31 @@ class Agent:
         return self._loaded
 
     @property
+    def loaded(self) -> Any:
+        """The agent's loaded model, while it is resident (no loading: see :meth:`load`). What is
+        known without the model (``hidden_size``, ``device``, ``dtype``, ``ref``) is on the agent."""
+        if self._loaded is None:
+            raise RunError("this agent's model is not loaded (low-memory mode freed it)", culprit=f"agent {self.name!r}",
+                           hint="call agent.load() where the model is needed; agent.hidden_size, .device and .dtype "
+                                "are known without it")
+        return self._loaded
+
+    # the compute parts of a pass: low-memory mode loads the model when a pass asks for them
+    @property
     def model(self) -> Any:
-        """The frozen causal LM."""
-        return self.loaded.model
+        """The frozen causal LM (loaded when it was freed)."""
+        return self.load().model
 
     @property
     def prompter(self) -> Prompter:
-        """Builds this agent's prompts."""
-        self.loaded  # noqa: B018 - reloads a freed model
+        """Builds this agent's prompts (the model is loaded when it was freed)."""
+        self.load()
         return self._prompter
 
     @property
     def backbone(self) -> Any:
-        """The model's transformer body (hidden states, no LM head)."""
-        self.loaded  # noqa: B018 - reloads a freed model
+        """The model's transformer body (hidden states, no LM head; loaded when it was freed)."""
+        self.load()
         return self._backbone
 
     @property

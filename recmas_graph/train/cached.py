@@ -60,7 +60,7 @@ def _tensor_digest(module: Any) -> str:
 def calibration_key(system: Any, corpus: str, links: list[tuple[str, str]]) -> str:
     """The cache key of fitting ``links`` of ``system`` on ``corpus`` (see the module docstring)."""
     chosen = set(links)
-    agents = [[a.name, system.agents[a.name].loaded.ref, system.agents[a.name].loaded.hidden_size,
+    agents = [[a.name, system.agents[a.name].ref, system.agents[a.name].hidden_size,
                str(system.agents[a.name].dtype), a.inner_link.type, a.inner_link.options,
                ("inner", a.name) in chosen or _tensor_digest(system.inner_links[a.name])]
               for a in system.spec.agents]

@@ -103,7 +103,7 @@ def calibrate(system: Any, texts: Sequence[str], *, out: str | Path | None = Non
         edge = system.compiled.edge(name) if kind == "outer" else None
         return (name,) if edge is None else (edge.source, edge.target)
 
-    needed = [system.agents[a].loaded for job in jobs for a in agents_of(*job)]
+    needed = [system.agents[a].load() for job in jobs for a in agents_of(*job)]
     models = {id(loaded.model): loaded for loaded in needed}
     states: dict[int, list[TokenStates]] = {}
     for key, loaded in models.items():
@@ -117,17 +117,17 @@ def calibrate(system: Any, texts: Sequence[str], *, out: str | Path | None = Non
             progress(f"fitting {kind} link {name}", done, len(jobs))
         if kind == "inner":
             agent = system.agents[name]
-            s = states[id(agent.loaded.model)]
-            x_fit, e_fit = inner_pairs(agent.loaded, [s[i] for i in fit_idx])
-            x_val, e_val = inner_pairs(agent.loaded, [s[i] for i in val_idx])
+            s = states[id(agent.load().model)]
+            x_fit, e_fit = inner_pairs(agent.load(), [s[i] for i in fit_idx])
+            x_val, e_val = inner_pairs(agent.load(), [s[i] for i in val_idx])
             link = system.inner_links[name]
         else:
             edge = system.compiled.edge(name)
             src, dst = system.agents[edge.source], system.agents[edge.target]
-            s_src, s_dst = states[id(src.loaded.model)], states[id(dst.loaded.model)]
+            s_src, s_dst = states[id(src.load().model)], states[id(dst.load().model)]
             inner = system.inner_links[edge.source]  # already calibrated (inner links come first)
-            x_fit, e_fit = outer_pairs(inner, [s_src[i] for i in fit_idx], dst.loaded, [s_dst[i] for i in fit_idx])
-            x_val, e_val = outer_pairs(inner, [s_src[i] for i in val_idx], dst.loaded, [s_dst[i] for i in val_idx])
+            x_fit, e_fit = outer_pairs(inner, [s_src[i] for i in fit_idx], dst.load(), [s_dst[i] for i in fit_idx])
+            x_val, e_val = outer_pairs(inner, [s_src[i] for i in val_idx], dst.load(), [s_dst[i] for i in val_idx])
             link = system.outer_links[name]
         before = _loss(link, x_val, e_val)
         device = next(iter(link.parameters())).device
