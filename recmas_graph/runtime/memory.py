@@ -2,7 +2,7 @@
 
 On CUDA it is the peak memory allocated on the device during the block (the weights included). On
 CPU the process's lifetime maximum (``ru_maxrss``) says nothing about one pass or one evaluation,
-so a background thread samples the resident set (``/proc/self/statm``) and the figure is the
+so a background thread samples the resident set (psutil, on every platform) and the figure is the
 highest sample minus the resident set at the start: what the block added on top of the loaded
 models.
 
@@ -18,19 +18,22 @@ import os
 import threading
 from types import TracebackType
 
+import psutil
 import torch
 
 __all__ = ["PeakMemory", "resident_bytes"]
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_PROCESS: psutil.Process | None = None
 
 
 def resident_bytes() -> int | None:
-    """The process's current resident set size in bytes (``None`` where ``/proc`` is missing)."""
+    """The process's current resident set size in bytes (``None`` where the platform cannot tell)."""
+    global _PROCESS
     try:
-        with open("/proc/self/statm", "rb") as handle:
-            return int(handle.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
+        if _PROCESS is None or _PROCESS.pid != os.getpid():  # a forked child reads its own
+            _PROCESS = psutil.Process()
+        return int(_PROCESS.memory_info().rss)
+    except (psutil.Error, OSError):
         return None
 
 

