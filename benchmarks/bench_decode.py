@@ -81,7 +81,8 @@ def main() -> None:
         agent.eos_ids = eos
         model.generation_config.eos_token_id = saved
     figures: dict[str, object] = {
-        "model": args.model, "device": str(device), "batch": args.batch, "new_tokens": args.tokens,
+        "model": args.model, "device": str(device), "dtype": str(agent.dtype).removeprefix("torch."),
+        "batch": args.batch, "new_tokens": args.tokens,
         "prompt_tokens": prompt.tokens // args.batch, "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(), "same_greedy_text": same,
     }

@@ -11,6 +11,7 @@ agent generated: text messages and answers), beside the paper's 1.2x / 1.9x / 2.
 
     .venv/bin/python benchmarks/bench_latent_text.py [--topology sequential_light_mini] [--questions 4]
         [--latent-steps 8] [--text-tokens 64] [--answer-tokens 64] [--device cpu] [--json out.json]
+        [--questions-file questions.json]
 """
 
 from __future__ import annotations
@@ -56,10 +57,16 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default=None, help="'tiny' for a quick check on tiny random models")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--questions-file", default=None,
+                        help="a JSON file with a list of questions (or {'questions': [...]}) instead of GSM8K")
     args = parser.parse_args()
 
     registry = rg.default_registry()
-    questions = [s.question for s in resolve_dataset("gsm8k", registry).load(args.questions)]
+    if args.questions_file:
+        loaded = json.loads(open(args.questions_file, encoding="utf-8").read())
+        questions = list(loaded["questions"] if isinstance(loaded, dict) else loaded)[:args.questions]
+    else:
+        questions = [s.question for s in resolve_dataset("gsm8k", registry).load(args.questions)]
     cache = ModelCache()
     compiled = rg.compile(args.topology)
     latent = compiled.build(models=args.models, seed=0, device=args.device, model_cache=cache)

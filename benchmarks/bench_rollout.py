@@ -4,11 +4,13 @@ Prints, for m = 16, 48, 80 latent steps on a packaged real model, the wall time 
 the speed-up, and the relative error between their thoughts. Usage:
 
     .venv/bin/python benchmarks/bench_rollout.py [--model pkg:smollm2-135m-instruct] [--steps 16 48 80]
+        [--device cpu] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 48, 80])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -42,6 +45,7 @@ def main() -> None:
     prompt = agent.build_prompts([QUESTION], "math")
     print(f"model {args.model} on {args.device}, prompt {prompt.tokens} tokens, torch threads {torch.get_num_threads()}")
     print(f"{'m':>4} {'cached s':>10} {'recompute s':>12} {'speed-up':>9} {'ms/step cached':>15} {'rel err':>9}")
+    rows = []
     for m in args.steps:
         timings = {}
         outs = {}
@@ -57,7 +61,10 @@ def main() -> None:
                     torch.cuda.synchronize()
                 best = min(best, time.perf_counter() - t0)
             timings[use_cache] = best
-        rel = ((outs[True] - outs[False]).norm() / outs[False].norm()).item()
+        rel = ((outs[True] - outs[False]).float().norm() / outs[False].float().norm()).item()
+        rows.append({"m": m, "cached_s": timings[True], "recompute_s": timings[False],
+                     "speedup": timings[False] / timings[True], "ms_per_step_cached": 1000 * timings[True] / m,
+                     "rel_err": rel})
         print(f"{m:>4} {timings[True]:>10.3f} {timings[False]:>12.3f} {timings[False] / timings[True]:>8.1f}x "
               f"{1000 * timings[True] / m:>15.1f} {rel:>9.1e}")
     # The floor to aim at: one cached plain decode step (prefill subtracted).
@@ -71,6 +78,13 @@ def main() -> None:
     steps = max(out.generated_tokens[0], 1)
     per_token = (time.perf_counter() - t0 - prefill) / steps
     print(f"plain cached decode: {1000 * per_token:.1f} ms/token over {steps} tokens (prefill {prefill:.3f} s)")
+    if args.json:
+        figures = {"model": args.model, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
+                   "prompt_tokens": prompt.tokens, "repeat": args.repeat, "rows": rows,
+                   "decode_ms_per_token": 1000 * per_token, "decode_tokens": steps, "prefill_s": prefill,
+                   "torch": torch.__version__}
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(figures, handle, indent=2)
 
 
 if __name__ == "__main__":

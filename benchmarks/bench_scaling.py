@@ -14,6 +14,7 @@ JSON. Usage:
 
     .venv/bin/python benchmarks/bench_scaling.py [--batches 1,2,4,8,16,32] [--answer-tokens 16]
         [--sweeps batch,rounds,latent,agents] [--device cpu] [--json out.json]
+        [--questions-file questions.json]
 """
 
 from __future__ import annotations
@@ -62,11 +63,17 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="'tiny' for a quick check on tiny random models")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--questions-file", default=None,
+                        help="a JSON file with a list of questions (or {'questions': [...]}) instead of GSM8K")
     args = parser.parse_args()
 
     registry = rg.default_registry()
     batches = [int(b) for b in args.batches.split(",")]
-    questions = [s.question for s in resolve_dataset("gsm8k", registry).load(max(batches + [4]))]
+    if args.questions_file:
+        loaded = json.loads(open(args.questions_file, encoding="utf-8").read())
+        questions = list(loaded["questions"] if isinstance(loaded, dict) else loaded)[:max(batches + [4])]
+    else:
+        questions = [s.question for s in resolve_dataset("gsm8k", registry).load(max(batches + [4]))]
     cache = ModelCache()
     build = dict(models=args.models, seed=0, device=args.device, model_cache=cache)
     system = rg.compile(args.topology).build(**build)
