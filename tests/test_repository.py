@@ -53,3 +53,20 @@ def test_the_package_layers_hold() -> None:
     done = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "1 kept, 0 broken" in done.stdout
+
+
+def test_tables_fit_80_columns_with_every_name_whole(tmp_path: Path, capsys, monkeypatch) -> None:
+    from recmas_graph.cli import console, main
+
+    monkeypatch.setattr(console, "_width", 80)
+    trace = tmp_path / "t.jsonl"
+    assert main(["run", "sequential_light", "--models", "tiny", "-q", "hi", "--rounds", "1", "--latent-steps", "1",
+                 "--max-new-tokens", "2", "--trace", str(trace)]) == 0
+    capsys.readouterr()
+    for args, names in ((["trace", "summary", str(trace)], ["planner", "critic", "solver", "(reused)", "latent"]),
+                        (["plugins"], ["recmas_graph.plugins.builtin", "recmas_graph.eval.plugin", "model_sources"]),
+                        (["assets", "list", "--no-verify"], ["pkg:smollm2-135m-instruct", "pkg:gemma3-270m"])):
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert max(len(line) for line in out.splitlines()) <= 80, args
+        assert "…" not in out and all(name in out for name in names), (args, out)

@@ -17,6 +17,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -103,17 +104,19 @@ def list_assets(
     if as_json:
         console.out(json.dumps(rows, indent=2), highlight=False)
         return
-    table = Table(title=f"packaged assets (cache: {A.models_cache_dir()})", title_justify="left")
-    for column in ("name", "package(s)", "installed", "sha256", "converted", "location"):
-        table.add_column(column, overflow="fold")
+    # two columns, so that names fit 80 columns whole: the asset, then its state, packages and place
+    table = Table(title=f"packaged assets (cache: {A.models_cache_dir()})", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("name", no_wrap=True)
+    table.add_column("state, packages and location", overflow="fold")
     for row in rows:
-        packages = "\n".join(row["packages"])
+        state = Text("installed ", style="dim") + _yes_no(row["installed"])
         if row["kind"] == "model":
-            table.add_row(row["ref"], packages, _yes_no(row["installed"]),
-                          _yes_no(row["verified"], "ok", "MISMATCH"), _yes_no(row["converted"]), row["cache"])
-        else:
-            table.add_row(f"{row['name']} (datasets)", packages, _yes_no(row["installed"]),
-                          Text("-", style="dim"), Text("-", style="dim"), row["path"] or "")
+            state += Text("  sha256 ", style="dim") + _yes_no(row["verified"], "ok", "MISMATCH")
+            state += Text("  converted ", style="dim") + _yes_no(row["converted"])
+        where = row["cache"] if row["kind"] == "model" else (row["path"] or "-")
+        details = state + Text("\n" + "\n".join(row["packages"]) + "\n" + where, style="dim")
+        name = row["ref"] if row["kind"] == "model" else f"{row['name']} (datasets)"
+        table.add_row(Text(name, style="bold"), details)
     console.print(table)
     missing = sorted({p for row in rows for p in row["missing"]})
     if missing:

@@ -14,7 +14,9 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from ..plugins.manager import DEFAULT_PLUGINS, PLUGIN_LOGGER, Registry, default_registry
 from . import app, console
@@ -83,16 +85,20 @@ def plugins_command(
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    table = Table(title="recmas_graph plugins", caption="hooks are named recmas_<hook>")
-    table.add_column("plugin", no_wrap=True, style="bold")
-    table.add_column("distribution", no_wrap=True)
-    table.add_column("version", no_wrap=True)
-    table.add_column("hooks", overflow="fold")
-    table.add_column("registers")
+    # two columns, so that names are never cut or folded mid-word in 80 columns: the plugin (and
+    # where it comes from) on the left, its hooks and what it registers wrapped at commas on the right
+    table = Table(title="recmas_graph plugins", title_justify="left", box=box.SIMPLE_HEAD,
+                  caption="hooks are named recmas_<hook>", caption_justify="left")
+    table.add_column("plugin", no_wrap=True)
+    table.add_column("hooks and what they register", overflow="fold")
     for row in rows:
         hooks = ", ".join(h.removeprefix("recmas_") for h in row["hooks"])
-        table.add_row(row["plugin"], row["distribution"], row["version"], hooks,
-                      _registers_text(row["registers"], verbose))
+        registers = _registers_text(row["registers"], verbose)
+        what = Text("hooks: ", style="dim") + Text(hooks or "-")
+        if registers:
+            what += Text("\nregisters: ", style="dim") + Text(registers)
+        table.add_row(Text(row["plugin"], style="bold") + Text(f"\n{row['distribution']} {row['version']}",
+                                                               style="dim"), what)
     console.print(table)
     if os.environ.get("RECMAS_DISABLE_PLUGINS", "") not in ("", "0"):
         console.print("[dim]installed plugins are disabled (RECMAS_DISABLE_PLUGINS is set)[/dim]")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -29,9 +30,11 @@ def trace_summary(trace: TraceArg) -> None:
     passes = read_trace(trace)
     totals = summarise(passes)
     table = Table(title=f"{trace.name}: {len(passes)} passes in {len({p.batch for p in passes})} batch(es)",
-                  title_justify="left")
+                  title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), caption_justify="left")
     for col in ("agent", "action", "passes", "wall s", "share", "prompt (reused)", "latent", "gen", "peak MB"):
-        table.add_column(col, justify="left" if col in ("agent", "action") else "right")
+        # names, headers and figures whole in 80 columns: two-word headers take two lines
+        table.add_column(col.replace(" ", "\n"), justify="left" if col in ("agent", "action") else "right",
+                         no_wrap=True)
     for t in totals:
         table.add_row(t.agent, t.action, str(t.passes), f"{t.wall_s:.2f}", f"{100 * t.share:.1f}%",
                       f"{t.prompt_tokens} ({t.reused_tokens})", str(t.latent_steps), str(t.generated_tokens),
