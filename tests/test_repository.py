@@ -70,3 +70,14 @@ def test_tables_fit_80_columns_with_every_name_whole(tmp_path: Path, capsys, mon
         out = capsys.readouterr().out
         assert max(len(line) for line in out.splitlines()) <= 80, args
         assert "…" not in out and all(name in out for name in names), (args, out)
+
+
+def test_the_public_api_type_checks() -> None:
+    # mypy on the files listed in pyproject.toml ([tool.mypy]): entry points, spec, compiled topology,
+    # options, system, results, registry
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental"], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

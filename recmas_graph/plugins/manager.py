@@ -245,11 +245,8 @@ class Registry:
         self._add_named("recmas_link_types", self.link_types, "link type")
         self._add_named("recmas_model_sources", self.model_sources, "model source", key="prefix")
         for plugin, item in self._collected("recmas_topologies"):
-            if isinstance(item, TopologySpec):
-                name, source = item.name, item
-            else:
-                source = Path(item)
-                name = source.stem
+            source: TopologySpec | Path = item if isinstance(item, TopologySpec) else Path(item)
+            name = source.name if isinstance(source, TopologySpec) else source.stem
             self._add(self.topologies, "topology", name, plugin, TopologyEntry(name, plugin, source))
         self._add_named("recmas_datasets", self.datasets, "dataset")
         self._add_named("recmas_metrics", self.metrics, "metric")
@@ -380,7 +377,7 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str, tracing: bool) -
     for caller in pm.get_hookcallers(plugin) or []:
         for impl in caller.get_hookimpls():
             if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
-                impl.function = _guard(impl.function, name, caller.name, trace)
+                impl.function = _guard(impl.function, name, caller.name, trace)  # type: ignore[misc]
 
 
 def _load_entrypoints(pm: pluggy.PluginManager, tracing: bool) -> dict[str, tuple[str, str]]:

@@ -139,17 +139,17 @@ class RecursiveSystem(nn.Module):
         compiled = with_models(compiled, models, model)
         spec, catalog, base = compiled.spec, compiled.catalog, compiled.base_dir
         strategy = placement
-        placement = resolve_placement(spec, device, placement=strategy, sources=catalog.model_sources, dtype=dtype)
+        where = resolve_placement(spec, device, placement=strategy, sources=catalog.model_sources, dtype=dtype)
         _check_weight_files(spec, base)  # before minutes of model loading
         hidden = _known_hidden_sizes(spec, catalog)
         if hidden is not None:
             check_link_weights(spec, hidden, base, link_types=catalog.link_types)
         hooks = getattr(catalog, "hooks", None) or NO_HOOKS
         cache = model_cache if model_cache is not None else ModelCache(catalog.model_sources)
-        low_memory = _choose_low_memory(compiled, placement, low_memory, dtype=dtype, cache=cache, on_model=on_model)
+        low_memory = _choose_low_memory(compiled, where, low_memory, dtype=dtype, cache=cache, on_model=on_model)
         residency = None
         if low_memory:
-            residency = Residency({a.name: (a.model, placement[a.name], a.dtype or dtype) for a in spec.agents},
+            residency = Residency({a.name: (a.model, where[a.name], a.dtype or dtype) for a in spec.agents},
                                   catalog.model_sources)
         loaded: dict[str, Any] = {}  # the models kept loaded (none in low-memory mode)
         facts: dict[str, ModelFacts] = {}
@@ -160,8 +160,8 @@ class RecursiveSystem(nn.Module):
             if residency is not None:
                 lm = residency.get(a.name)  # frees the model before it
             else:
-                with raise_out_of_memory(loading_out_of_memory, agent=a.name, ref=a.model, device=placement[a.name]):
-                    lm = loaded[a.name] = cache.get(a.model, device=placement[a.name], dtype=a.dtype or dtype,
+                with raise_out_of_memory(loading_out_of_memory, agent=a.name, ref=a.model, device=where[a.name]):
+                    lm = loaded[a.name] = cache.get(a.model, device=where[a.name], dtype=a.dtype or dtype,
                                                     sources=catalog.model_sources)
             facts[a.name] = ModelFacts.of(lm)
             agents[a.name] = make_agent(a, lm, catalog)
@@ -240,7 +240,7 @@ class RecursiveSystem(nn.Module):
             raise RunError("no questions given", culprit="questions", hint="pass at least one question")
         m = options.latent_steps
         if m is None:
-            m = self.settings_for(options.task, options.dataset).latent_steps
+            m = int(self.settings_for(options.task, options.dataset).latent_steps or 0)  # filled by settings_for
         if seeds is None:
             seeds = [(options.seed or 0) + i for i in range(len(questions))]
         if len(seeds) != len(questions):

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ModelSourceError
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - annotations only: the topology layer never imports the runtime
+    from ..runtime.system import RecursiveSystem
     from .compile import CompiledTopology
     from .roles import Role
     from .spec import TopologySpec
@@ -156,15 +157,26 @@ class Catalog(Protocol):
     :class:`recmas_graph.plugins.Registry` is the catalog of the installed plugins.
     """
 
-    roles: Mapping[str, "Role"]
-    link_types: Mapping[str, LinkType]
-    model_sources: Mapping[str, ModelSource]
-    tools: Mapping[str, Any]
+    @property
+    def roles(self) -> Mapping[str, "Role"]:
+        """Roles by name."""
+
+    @property
+    def link_types(self) -> Mapping[str, LinkType]:
+        """Link types by name."""
+
+    @property
+    def model_sources(self) -> Mapping[str, ModelSource]:
+        """Model sources by prefix."""
+
+    @property
+    def tools(self) -> Mapping[str, Any]:
+        """Tools by name."""
 
     def validate_topology(self, spec: "TopologySpec") -> None:
         """Run the plugins' extra checks (hook ``recmas_validate_topology``)."""
 
-    def build_system(self, compiled: "CompiledTopology", **options: Any) -> Any:
+    def build_system(self, compiled: "CompiledTopology", **options: Any) -> "RecursiveSystem":
         """Load the weights of ``compiled`` and return its runtime system."""
 
 

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
@@ -32,6 +32,9 @@ from .catalog import Catalog, resolve_model_source
 from .schedule import Schedule, unroll
 from .spec import CALIBRATED_PREFIX, AgentSpec, EdgeSpec, LinkSpec, TopologySpec
 from .templates import RoundTemplate, Template, template_problems
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: the topology layer never imports the runtime
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["Problem", "CompiledTopology", "compile_topology", "validate_topology", "edge_ids", "agent_templates"]
 
@@ -150,7 +153,7 @@ class CompiledTopology:
         spec = self.spec.with_overrides(models=models, rounds=rounds, latent_steps=latent_steps)
         return compile_topology(spec, self.catalog, base_dir=self.base_dir)
 
-    def build(self, **options: Any) -> Any:
+    def build(self, **options: Any) -> "RecursiveSystem":
         """Load the weights and return the runnable :class:`recmas_graph.runtime.RecursiveSystem`.
 
         Options: ``models="tiny"``, ``model={agent: ref}``, ``device``, ``dtype``, ``seed``,

@@ -272,7 +272,7 @@ _FIELDS_OF = {
 
 
 def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = TopologySpec
+    model: Any = TopologySpec
     for item in loc[:-1]:
         if isinstance(item, str) and item in _FIELDS_OF:
             model = _FIELDS_OF[item]
