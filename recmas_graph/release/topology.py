@@ -1,7 +1,7 @@
 """Published checkpoints: turn local copies of the released RecursiveMAS repos into a runnable topology.
 
 The Hugging Face organisation ``RecursiveMAS`` publishes, per style, one repo per agent and one
-``*-Outerlinks`` repo (DESIGN.md section 1):
+``*-Outerlinks`` repo (docs/published-checkpoints.md, "What is read, and how"):
 
 - an agent repo (e.g. ``Sequential-Light-Planner-Qwen3-1.7B``) holds the full base model
   (``config.json``, ``model*.safetensors``, tokenizer files), the inner-link state dict(s)

@@ -1,4 +1,4 @@
-"""The latent rollout: an agent thinks for ``m`` steps in its own hidden space (DESIGN.md section 5).
+"""The latent rollout: an agent thinks for ``m`` steps in its own hidden space (docs/semantics.md).
 
 h is the last-layer (post final norm) hidden state at the last position; each step appends
 inner(h) as the next input embedding and runs one more position. As in the reference, thought t

@@ -2,7 +2,7 @@
 
 A forward edge ``s -> t`` links ``(s, r)`` to ``(t, r)``; a recursion edge links ``(s, r - 1)`` to
 ``(t, r)`` (nothing arrives in round 1: the slot is left out). Only ancestors of ``(output, R)``
-are kept, and their topological generations are the waves (DESIGN.md section 5). Every pass says
+are kept, and their topological generations are the waves (docs/semantics.md, "The unrolled graph and waves"). Every pass says
 which messages it receives (:class:`Input`, keyed by edge id and source round) and which edges
 need a message from it (``outputs``), so a backend can run it from a message store alone.
 This module imports without torch.

@@ -1,6 +1,6 @@
 """Topology spec: pydantic models of a RecursiveMAS system, JSON load/dump, builder and JSON Schema.
 
-The field names are the contract of DESIGN.md section 4. Unknown fields are refused. This module
+The field names are the contract documented in docs/spec.md. Unknown fields are refused. This module
 imports without torch.
 
 >>> spec = (TopologyBuilder("pair", rounds=2, latent_steps=4)

@@ -1,8 +1,8 @@
 """Link modules: the small trainable MLPs of RecursiveMAS.
 
 ``inner_ln_res`` (H -> H) maps an agent's last hidden state to its next input embedding;
-``outer_ln_res`` (H_src -> H_dst) carries latent thoughts from one agent to another (DESIGN.md
-section 6). Parameter names are the released checkpoints' state-dict keys, so their ``.pt`` files
+``outer_ln_res`` (H_src -> H_dst) carries latent thoughts from one agent to another (docs/spec.md,
+"Links"). Parameter names are the released checkpoints' state-dict keys, so their ``.pt`` files
 load as they are.
 
 Initialisation (both ``ln_res`` links, ``init="zero_branch"``, the default): ``proj1`` ~ N(0, 0.02)
