@@ -40,7 +40,7 @@ def test_run_eval_and_compare_take_the_same_run_and_build_flags() -> None:
         assert shared <= flags, f"recmas {name} lacks {sorted(shared - flags)}"
     # every run option eval accepts, run accepts too (eval's own are about datasets and records)
     own = {"--dataset", "--out", "--limit", "--split", "--shuffle", "--field", "--overwrite", "--retry", "--no-retry",
-           "--metric", "--workers", "--bucket", "--no-bucket", "--baselines"}
+           "--metric", "--workers", "--bucket", "--no-bucket", "--baselines", "--scoring"}
     assert evaluate - own <= run
 
 
@@ -104,3 +104,27 @@ def test_bad_run_flags_are_refused_before_any_model_loads(capsys) -> None:
     assert "--tool-choice" in capsys.readouterr().err
     assert main(["eval", "distillation", "--models", "tiny", "-d", "gsm8k", "--out", "x", "--backend", "mpi"]) == 2
     assert "--backend" in capsys.readouterr().err
+
+
+def test_progress_shows_as_lines_when_the_output_is_not_a_terminal(capsys) -> None:
+    # a demo with output redirected printed nothing for minutes: a live bar draws only on a terminal
+    assert main(["run", "distillation", "--models", "tiny", "-q", "a", "-q", "b", "-q", "c", "--batch-size", "1",
+                 "--rounds", "1", "--latent-steps", "1", "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "loading" in err and "questions: 3/3 done" in err
+
+
+def test_plain_progress_prints_stages_and_counts_at_most_every_interval() -> None:
+    from rich.console import Console
+
+    from recmas_graph.cli._progress import PlainProgress
+
+    console = Console(record=True, width=200, force_terminal=False)
+    with PlainProgress(console, every_s=3600) as progress:
+        task = progress.add_task("system A", total=4, note="")
+        progress.update(task, note="loading planner")
+        for _ in range(4):
+            progress.advance(task)
+    lines = [line.split("] ", 1)[1] for line in console.export_text().splitlines()]
+    assert lines == ["system A", "system A: loading planner", "system A: 1/4 done, loading planner",
+                     "system A: 4/4 done, loading planner"]  # the last note rides along with the counts

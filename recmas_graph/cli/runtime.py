@@ -9,7 +9,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -17,15 +16,20 @@ from ..errors import RunError, SpecError
 from ..runtime.options import RunOptions
 from . import app, console, err_console
 from ._output import JsonLines, terminal_text
+from ._progress import progress as progress_for
 from .options import BuildArgs, parse_assignments, with_build_options, with_run_options
 
 __all__ = ["run_command", "read_questions", "parse_assignments", "timing_table"]
 
 
 def build_status(status: Any) -> Any:
-    """An ``on_model`` callback that shows what a build is doing in a rich status line."""
+    """An ``on_model`` callback that shows what a build is doing in a rich status line (on a
+    terminal), or as one line on stderr per model when the output is redirected."""
     def show(name: str, ref: str) -> None:
-        status.update(f"{ref}..." if name == "links" else f"loading {name} ({ref})...")
+        text = f"{ref}..." if name == "links" else f"loading {name} ({ref})..."
+        status.update(text)
+        if not console.is_terminal:
+            err_console.print(Text(text), highlight=False, soft_wrap=True)
     return show
 
 
@@ -101,9 +105,7 @@ def run_command(
             system = build_system(compiled, backend=build.backend, ray_address=build.ray_address,
                                   on_model=build_status(status), **build.build_kwargs(options.seed or 0))
         start = time.perf_counter()
-        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err_console, transient=True,
-                      disable=len(items) <= batch_size) as progress:
+        with progress_for(err_console, disable=len(items) <= batch_size) as progress:
             bar = progress.add_task("questions", total=len(items))
             batches = run_batches(system, [it["question"] for it in items], options, batch_size=batch_size,
                                   ids=[it["id"] for it in items])

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from ..errors import RunError
 from . import app, console, err_console
+from ._progress import progress as progress_for
 from .options import device_option, parse_assignments
 from .runtime import build_status
 
@@ -58,8 +58,7 @@ def calibrate_command(
         system = compiled.build(models=models, model=parse_assignments(model or [], "--model"),
                                 device=device_option(device or []), dtype=dtype, seed=seed,
                                 on_model=build_status(status))
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
+    with progress_for(err_console) as progress:
         bar = progress.add_task("", total=None)
 
         def report(stage: str, done: int, total: int) -> None:
@@ -120,8 +119,7 @@ def _train(kind: str, topology: str, data: Path, out: Path, *, steps: int, batch
                                 device=device_option(device or []), dtype=dtype, seed=seed,
                                 on_model=build_status(status))
     last: dict[str, Any] = {}
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=err_console, transient=True) as progress:
+    with progress_for(err_console, note=True) as progress:
         bar = progress.add_task(f"{kind} loop", total=steps, note="")
 
         def report(info: Any) -> None:
