@@ -294,21 +294,14 @@ class Registry:
         self.hooks.recmas_validate_topology(spec=spec, registry=self)
 
     def build_system(self, compiled: CompiledTopology, **options: Any) -> "RecursiveSystem":
-        """Build ``compiled`` into a :class:`~recmas_graph.runtime.RecursiveSystem` (loads weights).
+        """Build ``compiled`` into a :class:`~recmas_graph.runtime.RecursiveSystem` (loads weights):
+        :func:`recmas_graph.runtime.build.build_system`, the one build path, with this registry's
+        hooks (``compiled`` must have been compiled against this registry)."""
+        from ..runtime.build import build_system
 
-        Plugins check the build first (hook ``recmas_check_build``: the built-in training plugin
-        names an unknown calibration dataset before minutes of model loading) and finish the system
-        after (``recmas_system_built``: it fits, or loads from its cache, the links whose weights are
-        ``"calibrated:<dataset>"``; ``on_model("links", message)`` is told when a fit starts).
-        """
-        from ..runtime.system import RecursiveSystem
-
-        self.hooks.recmas_check_build(compiled=compiled, registry=self)
-        system = RecursiveSystem.build(compiled, **options)
-        on_model = options.get("on_model")
-        self.hooks.recmas_system_built(system=system, registry=self,
-                                       on_stage=(lambda m: on_model("links", m)) if on_model else None)
-        return system
+        if compiled.catalog is not self:
+            compiled = compile_topology(compiled.spec, self, base_dir=compiled.base_dir)
+        return build_system(compiled, **options)
 
 
 # --------------------------------------------------------------------------------------- internals
