@@ -36,7 +36,7 @@ __all__ = [
     "Role", "SlotSection", "LinkType", "ModelSource", "Registry", "default_registry", "hookimpl",
     # runtime (imported on first use: these pull in torch and transformers)
     "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "RunOptions", "GenerationOptions", "LoadedModel", "ModelCache",
-    "load_model",
+    "load_model", "ScoreResult",
     # evaluation (imported on first use)
     "evaluate", "compare", "EvalReport", "CompareReport",
 ]
@@ -44,7 +44,7 @@ __all__ = [
 _LAZY = {
     "RecursiveSystem": "runtime.system", "RunResult": "runtime.results", "TraceRecord": "runtime.results",
     "Agent": "runtime.agent", "RunOptions": "runtime.options", "GenerationOptions": "runtime.decoding", "LoadedModel": "runtime.sources.loaded",
-    "ModelCache": "runtime.sources.loaded", "load_model": "runtime.sources.loaded",
+    "ModelCache": "runtime.sources.loaded", "load_model": "runtime.sources.loaded", "ScoreResult": "runtime.scoring",
     "evaluate": "eval.evaluate", "compare": "eval.compare", "EvalReport": "eval.evaluate",
     "CompareReport": "eval.compare",
 }

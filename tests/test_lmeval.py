@@ -1,4 +1,4 @@
-"""The lm-evaluation-harness adapter: ``--model recmas`` on a small local generate_until task, offline."""
+"""The lm-evaluation-harness adapter: ``--model recmas`` on small local generate_until and multiple_choice tasks, offline."""
 
 from __future__ import annotations
 
@@ -97,17 +97,29 @@ def test_requests_are_grouped_by_options_batched_and_answered_in_order():
     assert (sampled["temperature"], sampled["top_p"], options.task) == (0.7, 0.9, "choice")
 
 
-def test_unsupported_generation_options_and_loglikelihood_tasks_are_refused_by_name(tmp_path, registry):
+def test_unsupported_generation_options_and_rolling_loglikelihood_are_refused_by_name(tmp_path, registry):
     lm = RecmasLM(system=_EchoSystem())
     with pytest.raises(RunError, match="num_beams"):
         lm.generate_until([_request("a", until=["x"], num_beams=4)], disable_tqdm=True)
-    tasks = _task_dir(tmp_path, output_type="multiple_choice")
-    with pytest.raises(RunError, match="generate_until task"):
-        lm_eval.simple_evaluate(model=lm, tasks=["recmas_tiny_choice"], task_manager=TaskManager(include_path=str(tasks), include_defaults=False))
+    with pytest.raises(RunError, match="loglikelihood_rolling"):
+        lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("some text",), 0)])
     with pytest.raises(RunError, match="needs a topology"):
         RecmasLM()
     with pytest.raises(RunError, match="unknown baseline"):
         RecmasLM("sequential_light", models="tiny", baseline="solo")
+
+
+def test_multiple_choice_tasks_are_scored_by_likelihood(tmp_path, registry):
+    tasks = _task_dir(tmp_path, output_type="multiple_choice")
+    lm = RecmasLM("sequential_light", models="tiny", rounds=1, latent_steps=1)
+    out = lm_eval.simple_evaluate(model=lm, tasks=["recmas_tiny_choice"], log_samples=True,
+                                  task_manager=TaskManager(include_path=str(tasks), include_defaults=False))
+    samples = out["samples"]["recmas_tiny_choice"]
+    assert "acc,none" in out["results"]["recmas_tiny_choice"] and len(samples) == len(QUESTIONS)
+    direct = lm.system.score([s["arguments"][0][0] for s in samples],
+                             [[continuation for _, continuation in s["arguments"]] for s in samples], rounds=1,
+                             latent_steps=1)
+    assert [[r[0] for r in s["filtered_resps"]] for s in samples] == [pytest.approx(r, abs=1e-4) for r in direct.logprobs]
 
 
 def test_baseline_argument_scores_the_single_agent_baseline(registry):

@@ -128,3 +128,16 @@ def test_plain_progress_prints_stages_and_counts_at_most_every_interval() -> Non
     lines = [line.split("] ", 1)[1] for line in console.export_text().splitlines()]
     assert lines == ["system A", "system A: loading planner", "system A: 1/4 done, loading planner",
                      "system A: 4/4 done, loading planner"]  # the last note rides along with the counts
+
+
+def test_a_resumed_eval_says_how_many_samples_were_already_done(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "math.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(2)), encoding="utf-8")
+    args = ["eval", "distillation", "--models", "tiny", "-d", f"jsonl:{data}", "--out", str(tmp_path / "e"),
+            "--rounds", "1", "--latent-steps", "1", "--greedy", "--max-new-tokens", "2", "--text-message-tokens", "2"]
+    assert main(args) == 0
+    first = capsys.readouterr().err
+    assert "resumed" not in first and "2/2 done" in first  # plain progress lines: stderr is not a terminal
+    assert main(args) == 0
+    assert "2 of 2 samples already done (nothing left to run)" in capsys.readouterr().err

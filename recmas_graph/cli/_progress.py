@@ -48,7 +48,7 @@ class PlainProgress:
                  trace: TracebackType | None) -> None:
         if kind is None:
             for task_id, task in self.tasks.items():
-                if task.completed != task.printed_count:
+                if task.completed and task.completed != task.printed_count:
                     self._count(task_id)
 
     def add_task(self, description: str, total: float | None = None, **fields: Any) -> int:
@@ -63,6 +63,7 @@ class PlainProgress:
         task = self.tasks[task_id]
         if description is not None and description != task.description:
             task.description = description
+            task.printed_at, task.printed_count = 0.0, -1  # a new stage of work: its first count shows at once
             self._line(description)
         if total is not None:
             task.total = total
@@ -75,8 +76,8 @@ class PlainProgress:
         if stage is not None and stage != task.fields.get(self.note) and not counting and stage:
             self._line(f"{task.description}: {stage}" if task.description else str(stage))
         task.fields.update(fields)
-        if counting and (time.monotonic() - task.printed_at >= self.every_s
-                         or (task.total is not None and task.completed >= task.total)):
+        if counting and task.completed and (time.monotonic() - task.printed_at >= self.every_s
+                                            or (task.total is not None and task.completed >= task.total)):
             self._count(task_id)
 
     def advance(self, task_id: int, advance: float = 1) -> None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from ..runtime.options import RunOptions
 from . import app, console, err_console
+from ._progress import progress as progress_for
 from .options import BuildArgs, parse_assignments, with_build_options, with_flags, with_run_options
 from .runtime import WorkersOpt, check_backend
 
@@ -43,6 +44,12 @@ EVAL_FLAGS: dict[str, tuple[Any, Any]] = {
     "bucket": (Annotated[bool, typer.Option("--bucket/--no-bucket", help="Batch questions of similar length "
                                             "together, longest first (less padding); the records are written back "
                                             "in dataset order.")], True),
+    "scoring": (Annotated[Optional[str], typer.Option("--scoring", metavar="likelihood|generate", show_default=False,
+                                                      help="likelihood: pick the option with the largest "
+                                                           "log-likelihood after the output agent's prompt (acc, "
+                                                           "acc_norm; the default for multiple-choice datasets); "
+                                                           "generate: read the generated answer (the default "
+                                                           "otherwise).")], None),
 }
 with_eval_options = with_flags(EVAL_FLAGS, dict, "evaluation")
 
@@ -57,9 +64,20 @@ def _options(options: RunOptions, build: BuildArgs, evaluation: dict[str, Any], 
             "ray_address": build.ray_address}
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=err_console, transient=True)
+def _reporter(progress: Any, bar: Any, last: dict[str, Any]) -> Callable[[Any], None]:
+    """The ``progress`` callback of evaluate/compare: stages as notes, counts with the correct ones,
+    and a line when a system resumes with samples already done (so old figures are not a surprise)."""
+    def report(event: Any) -> None:
+        if event.stage is not None:
+            progress.update(bar, note=event.stage)
+            return
+        if last.get("system") != event.system and event.done:
+            rest = "nothing left to run" if event.done >= event.total else f"{event.total - event.done} to run"
+            err_console.print(Text(f"resumed {event.system}: {event.done} of {event.total} samples already done "
+                                   f"({rest}); --overwrite starts again", style="yellow"), soft_wrap=True)
+        last.update(system=event.system, done=event.done, total=event.total)
+        progress.update(bar, total=event.total, completed=event.done, note=f"{event.correct}/{event.done} correct")
+    return report
 
 
 def _pct(value: float | None) -> str:
@@ -95,27 +113,30 @@ def eval_command(
     asked = _options(options, build, evaluation, task=task, seed=seed)
     last: dict[str, Any] = {}
     try:
-        with _progress() as progress:
+        with progress_for(err_console, note=True) as progress:
             bar = progress.add_task(topology, total=None, note="")
-
-            def report(event: Any) -> None:
-                if event.stage is not None:
-                    progress.update(bar, note=event.stage)
-                    return
-                last.update(system=event.system, done=event.done, total=event.total)
-                progress.update(bar, total=event.total, completed=event.done,
-                                note=f"{event.correct}/{event.done} correct")
-
+            report = _reporter(progress, bar, last)
             result = evaluate(topology, dataset, out=out, registry=default_registry(), progress=report, **asked)
     except KeyboardInterrupt:
         raise _interrupted(out, last) from None
     s = result.summary
-    table = Table(title=f"{result.system} on {result.dataset}", title_justify="left")
-    for col in ("acc %", "95% CI", "n", "wall s", "s/q", "tokens", "latent", "retried"):
+    likelihood = s.get("scoring") == "likelihood"
+    table = Table(title=f"{result.system} on {result.dataset}" + (" (likelihood)" if likelihood else ""),
+                  title_justify="left")
+    columns = ["acc %", "95% CI"] + (["norm %", "95% CI"] if likelihood else []) + ["n", "wall s", "s/q", "tokens",
+                                                                                   "latent"]
+    for col in columns + ([] if likelihood else ["retried"]):
         table.add_column(col, justify="right", no_wrap=True)
-    table.add_row(_pct(s["accuracy"]), f"{_pct(s['ci_low'])}-{_pct(s['ci_high'])}", str(s["n"]), f"{s['wall_s']:.1f}",
-                  f"{s['per_sample_s'] or 0:.2f}", str(s["generated_tokens"]), str(s["latent_steps"]), str(s["retried"]))
+    cells = [_pct(s["accuracy"]), f"{_pct(s['ci_low'])}-{_pct(s['ci_high'])}"]
+    if likelihood:
+        cells += [_pct(s["acc_norm"]), f"{_pct(s['acc_norm_ci_low'])}-{_pct(s['acc_norm_ci_high'])}"]
+    cells += [str(s["n"]), f"{s['wall_s']:.1f}", f"{s['per_sample_s'] or 0:.2f}", str(s["generated_tokens"]),
+              str(s["latent_steps"])]
+    table.add_row(*cells, *([] if likelihood else [str(s["retried"])]))
     console.print(table)
+    if likelihood:
+        console.print(Text("acc: the option with the largest log-likelihood; norm: per character of the option "
+                           "(lm-eval's acc_norm)", style="dim"))
     console.print(Text(f"records: {result.out / 'results.jsonl'}; summary: {result.out / 'summary.json'}"),
                   soft_wrap=True)
 
@@ -143,20 +164,13 @@ def compare_command(
     asked = _options(options, build, evaluation, task=task, seed=seed)
     last: dict[str, Any] = {}
     try:
-        with _progress() as progress:
+        with progress_for(err_console, note=True) as progress:
             bar = progress.add_task("", total=None, note="")
 
             def on_system(name: str, i: int, n: int) -> None:
                 progress.update(bar, description=f"{name} ({i + 1}/{n})", completed=0, total=None, note="")
 
-            def report(event: Any) -> None:
-                if event.stage is not None:
-                    progress.update(bar, note=event.stage)
-                    return
-                last.update(system=event.system, done=event.done, total=event.total)
-                progress.update(bar, total=event.total, completed=event.done,
-                                note=f"{event.correct}/{event.done} correct")
-
+            report = _reporter(progress, bar, last)
             result = compare(topologies, dataset, out=out, baselines=baselines, registry=default_registry(),
                              progress=report, on_system=on_system, **asked)
     except KeyboardInterrupt:
@@ -176,20 +190,27 @@ def compare_tables(rows: list[dict[str, Any]]) -> list[Table]:
 
     first = rows[0]["system"] if rows else ""
     n = rows[0]["n"] if rows else 0
+    normed = any(row.get("acc_norm") is not None for row in rows)
     accuracy = Table(title=f"accuracy ({n} samples each)", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
     cost = Table(title="cost (all samples)", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for table, columns in ((accuracy, ("acc %", "95% CI", "p vs first")),
+    head = ("acc %", "95% CI", "p", "norm %", "p norm") if normed else ("acc %", "95% CI", "p vs first")
+    for table, columns in ((accuracy, head),
                            (cost, ("wall s", "s/q", "tokens", "latent", "peak MB"))):
         table.add_column("system", no_wrap=True)
         for col in columns:
             table.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         paired = row["paired"].get(first)
-        accuracy.add_row(row["system"], _pct(row["accuracy"]), f"{_pct(row['ci_low'])}-{_pct(row['ci_high'])}",
-                         "-" if paired is None else f"{paired['p_value']:.3f}")
+        cells = [_pct(row["accuracy"]), f"{_pct(row['ci_low'])}-{_pct(row['ci_high'])}",
+                 "-" if paired is None else f"{paired['p_value']:.3f}"]
+        if normed:
+            norm = (paired or {}).get("norm")
+            cells += [_pct(row.get("acc_norm")), "-" if norm is None else f"{norm['p_value']:.3f}"]
+        accuracy.add_row(row["system"], *cells)
         cost.add_row(row["system"], f"{row['wall_s']:.1f}", f"{row['per_sample_s'] or 0:.2f}",
                      str(row["generated_tokens"]), str(row["latent_steps"]), f"{row['peak_mem_bytes'] / 2**20:.0f}")
-    accuracy.caption = f"p: McNemar's exact test against {first} on the same samples"
+    accuracy.caption = f"p: McNemar's exact test against {first} on the same samples" + (
+        " (p norm: on acc_norm); norm: acc_norm, the log-likelihood per character of the option" if normed else "")
     cost.caption = "peak MB: the most one pass added (CPU) or the device's peak (CUDA)"
     for table in (accuracy, cost):
         table.caption_justify = "left"

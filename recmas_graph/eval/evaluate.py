@@ -1,8 +1,10 @@
 """Evaluate a system on a dataset: per-sample records, a summary, resume after any interruption.
 
-:func:`evaluate` runs a system (or a topology it builds) on the samples of a dataset batch by batch,
-scores each answer with the dataset's metric (retrying answers that lack their final format, as the
-reference does, when asked), and writes ``DIR/results.jsonl`` (one record per sample, appended and
+:func:`evaluate` runs a system (or a topology it builds) on the samples of a dataset batch by batch
+and scores it: by generation (each answer read by the dataset's metric, retrying answers that lack
+their final format, as the reference does, when asked) or, for multiple-choice datasets by default,
+by likelihood (each option's log-likelihood after the output agent's final prompt, ``acc`` and
+``acc_norm`` as lm-eval defines them: :mod:`.likelihood`). It writes ``DIR/results.jsonl`` (one record per sample, appended and
 synced as each batch finishes) and ``DIR/summary.json``. Running it again on the same folder
 resumes; a changed configuration is refused. The library never prints: ``progress`` receives an
 :class:`EvalProgress` after each batch.
@@ -25,6 +27,7 @@ from ..runtime.batches import Batch, run_batches
 from ..runtime.options import RunOptions
 from ..topology.spec import TopologySpec, dump_topology
 from .datasets import Dataset, Sample, resolve_dataset, select_samples
+from .likelihood import ChoiceQuestion, best, choice_question, resolve_scoring
 from .records import RunFolder, write_json_atomic
 from .retry import needs_retry, retry_answers
 from .scoring import Metric, get_metric
@@ -65,9 +68,20 @@ class EvalReport:
         return self.summary["accuracy"]
 
     @property
+    def acc_norm(self) -> float | None:
+        """Likelihood scoring: the fraction of samples whose length-normalised pick is right (``None``
+        when generated answers were scored)."""
+        return self.summary.get("acc_norm")
+
+    @property
     def correct_by_id(self) -> dict[str, bool]:
         """Sample id -> correct (for paired tests)."""
         return {str(r["id"]): bool(r["correct"]) for r in self.records}
+
+    @property
+    def correct_norm_by_id(self) -> dict[str, bool]:
+        """Sample id -> ``acc_norm`` (likelihood scoring; empty otherwise), for paired tests."""
+        return {str(r["id"]): bool(r["acc_norm"]) for r in self.records if "acc_norm" in r}
 
 
 def reference_style(spec: TopologySpec) -> bool:
@@ -109,13 +123,19 @@ def _fingerprint(samples: Sequence[tuple[str, Sample]]) -> str:
 
 
 def summarize(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any], *, seed: int = 0) -> dict[str, Any]:
-    """The summary of ``records``: accuracy with a 95% bootstrap interval, counts, time, tokens, memory."""
+    """The summary of ``records``: accuracy with a 95% bootstrap interval (likelihood scoring:
+    ``acc_norm`` with its own), counts, time, tokens, memory."""
     n = len(records)
     correct = [bool(r["correct"]) for r in records]
     lo, hi = bootstrap_ci(correct, seed=seed)
     wall = sum(float(r["wall_s"]) for r in records)
+    scoring = str(dict(config.get("run") or {}).get("scoring", "generate"))
+    norm = [bool(r["acc_norm"]) for r in records if "acc_norm" in r]
+    norm_lo, norm_hi = bootstrap_ci(norm, seed=seed) if norm else (None, None)
     return {
-        "accuracy": (sum(correct) / n) if n else None, "n": n, "ci_low": lo, "ci_high": hi,
+        "accuracy": (sum(correct) / n) if n else None, "n": n, "ci_low": lo, "ci_high": hi, "scoring": scoring,
+        "acc_norm": (sum(norm) / len(norm)) if norm else None, "acc_norm_ci_low": norm_lo,
+        "acc_norm_ci_high": norm_hi,
         "correct": sum(correct), "incorrect": n - sum(correct),
         "no_prediction": sum(1 for r in records if r["prediction"] is None),
         "retried": sum(1 for r in records if r.get("retried")),
@@ -153,6 +173,7 @@ def evaluate(
     workers: int | None = None,
     ray_address: str | None = None,
     bucket: bool = True,
+    scoring: str | None = None,
     **run_options: Any,
 ) -> EvalReport:
     """Run ``system_or_topology`` on ``dataset`` and score it; write and return the records and summary.
@@ -175,6 +196,10 @@ def evaluate(
     records, so an evaluation may be resumed with another backend. ``bucket`` (default) answers
     the samples longest question first, so that a batch holds questions of similar length and
     pads little; ``results.jsonl`` is put back in dataset order when the evaluation finishes.
+    ``scoring`` is ``"likelihood"`` (the default for multiple-choice datasets: each option's
+    log-likelihood after the output agent's final prompt, :mod:`.likelihood`; records get ``acc``
+    (= ``correct``), ``acc_norm`` and the options' log-likelihoods) or ``"generate"`` (the default
+    otherwise: the generated answer, read by the metric).
     """
     from ..runtime.system import RecursiveSystem
 
@@ -189,15 +214,21 @@ def evaluate(
     if batch_size < 1:
         raise RunError(f"batch_size must be at least 1, got {batch_size}", culprit="--batch-size")
     data = resolve_dataset(dataset, registry, split=split, task=task, fields=fields)
+    mode = resolve_scoring(scoring, data)
+    if mode == "likelihood" and (metric is not None or retry):
+        raise RunError(f"{'--metric' if metric is not None else '--retry'} applies to generated answers; likelihood "
+                       "scoring picks the option with the largest log-likelihood", culprit="--scoring likelihood",
+                       hint=f"drop {'--metric' if metric is not None else '--retry'}, or pass --scoring generate")
     scorer: Metric = get_metric(metric or data.metric_name, registry)
     samples = _unique_ids(select_samples(data, limit=limit, shuffle=shuffle, seed=seed))
+    asked = {sid: choice_question(sample) for sid, sample in samples} if mode == "likelihood" else {}
     built: RecursiveSystem | None = system_or_topology if isinstance(system_or_topology, RecursiveSystem) else None
     compiled = built.compiled if built is not None else registry.compile(system_or_topology)  # names, specs, ...
     spec = compiled.spec
     name = label or spec.name
     # where and how the models run does not change the records: not part of the configuration
     build_options = {k: v for k, v in dict(build or {}).items() if k not in ("model_cache", "low_memory")}
-    use_retry = reference_style(spec) if retry is None else retry
+    use_retry = (reference_style(spec) if retry is None else retry) and mode == "generate"
     config = {
         "system": name, "topology": json.loads(dump_topology(spec)),
         "build": build_options if built is None else {k: v for k, v in getattr(built, "build_options", {}).items()
@@ -207,6 +238,8 @@ def evaluate(
                     "samples": _fingerprint(samples)},
         "run": {**_run_config(opts), "retry": use_retry, "metric": scorer.name},
     }
+    if mode == "likelihood":  # (absent for generation: folders of earlier versions resume)
+        config["run"].update(scoring=mode, metric="likelihood")
     with RunFolder.open(out, config, resume=resume, overwrite=overwrite) as folder:
         order = {sid: i for i, (sid, _) in enumerate(samples)}
         pending = [(sid, s) for sid, s in samples if sid not in folder.records]
@@ -228,38 +261,46 @@ def evaluate(
                 items.sort(key=lambda item: -len(item[1].question))
         try:
             if pending and built is None:
-                options = dict(build or {})
+                how = dict(build or {})  # the build keywords (the run options are opts)
                 if workers is not None:
                     from ..distributed.sharded import ShardedAnswerer
 
-                    sharded = ShardedAnswerer(compiled, options, workers=workers, address=ray_address)
+                    sharded = ShardedAnswerer(compiled, how, workers=workers, address=ray_address)
                 else:
-                    if progress is not None and "on_model" not in options:
+                    if progress is not None and "on_model" not in how:
                         def stage(agent: str, ref: str) -> None:
                             text = ref if agent == "links" else f"loading {agent} ({ref})"
                             progress(EvalProgress(name, 0, len(samples), 0, time.perf_counter() - start, stage=text))
-                        options["on_model"] = stage
+                        how["on_model"] = stage
                     from ..distributed.choose import build_system
 
-                    built = build_system(compiled, backend=backend, ray_address=ray_address, **options)
+                    built = build_system(compiled, backend=backend, ray_address=ray_address, **how)
                     owned = built if backend == "ray" else None
             report()  # where a resumed run starts
             for sample_task, items in by_task.items():
                 if sharded is not None:
                     cut = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-                    asked = {"options": opts.replace(task=sample_task, dataset=data.name), "retry": use_retry,
-                             "metric": scorer.name, "order": order}
-                    for records in sharded.answer(cut, asked, answer_batch):
+                    how = {"options": opts.replace(task=sample_task, dataset=data.name), "retry": use_retry,
+                           "metric": scorer.name, "order": order, "scoring": mode}
+                    for records in sharded.answer(cut, how, answer_batch):
                         folder.append(records)
                         report()
                     continue
                 here = opts.replace(task=sample_task, dataset=data.name)
-                batches = run_batches(built, [s.as_question() for _, s in items], here, batch_size=batch_size,
-                                      ids=[sid for sid, _ in items], seeds=[seed + order[sid] for sid, _ in items],
-                                      backoff=True)
+                if mode == "likelihood":
+                    batches = run_batches(built, [_likelihood_question(s, asked[sid]) for sid, s in items], here,
+                                          batch_size=batch_size, ids=[sid for sid, _ in items], backoff=True,
+                                          continuations=[asked[sid].continuations for sid, _ in items])
+                else:
+                    batches = run_batches(built, [s.as_question() for _, s in items], here, batch_size=batch_size,
+                                          ids=[sid for sid, _ in items], seeds=[seed + order[sid] for sid, _ in items],
+                                          backoff=True)
                 for done in batches:
                     batch = [items[i] for i in done.positions]
-                    folder.append(_records(built, batch, done, here, scorer, order=order, retry=use_retry))
+                    if mode == "likelihood":
+                        folder.append(_likelihood_records(batch, done, here, [asked[sid] for sid, _ in batch]))
+                    else:
+                        folder.append(_records(built, batch, done, here, scorer, order=order, retry=use_retry))
                     report()
         finally:
             if sharded is not None:
@@ -274,10 +315,19 @@ def evaluate(
 
 
 def answer_batch(system: Any, batch: Sequence[tuple[str, Sample]], *, scorer: Metric, options: RunOptions,
-                 order: Mapping[str, int], retry: bool) -> list[dict[str, Any]]:
+                 order: Mapping[str, int], retry: bool, scoring: str = "generate") -> list[dict[str, Any]]:
     """Run, retry (when asked) and score one batch of ``(id, sample)`` with ``options`` (their task,
-    dataset and seed set); its records (what an evaluation writes; a Ray worker of a sharded one calls this)."""
+    dataset and seed set); its records (what an evaluation writes; a Ray worker of a sharded one calls this).
+    ``scoring="likelihood"`` scores the options of multiple-choice samples instead (``scorer`` unused)."""
     records: list[dict[str, Any]] = []
+    if scoring == "likelihood":
+        asked = [choice_question(s) for _, s in batch]
+        for done in run_batches(system, [_likelihood_question(s, q) for (_, s), q in zip(batch, asked)], options,
+                                batch_size=len(batch), ids=[sid for sid, _ in batch], backoff=True,
+                                continuations=[q.continuations for q in asked]):
+            records += _likelihood_records([batch[i] for i in done.positions], done, options,
+                                           [asked[i] for i in done.positions])
+        return records
     seed = options.seed or 0
     for done in run_batches(system, [s.as_question() for _, s in batch], options, batch_size=len(batch),
                             ids=[sid for sid, _ in batch], seeds=[seed + order[sid] for sid, _ in batch], backoff=True):
@@ -317,6 +367,37 @@ def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, opti
             "messages": {f"{edge}@{r}": texts[j] for (edge, r), texts in result.texts.items()},
             "retried": retried[j], "extraction": score.detail, "task": task,
             "answer_tokens": result.generated_tokens[j], "peak_mem_bytes": peak,
+        })
+    return records
+
+
+def _likelihood_question(sample: Sample, asked: ChoiceQuestion) -> dict[str, str]:
+    """What the system is asked when the options are scored: the question without its option lines."""
+    return {**sample.as_question(), "question": asked.question}
+
+
+def _likelihood_records(batch: Sequence[tuple[str, Sample]], done: Batch, options: RunOptions,
+                        asked: Sequence[ChoiceQuestion]) -> list[dict[str, Any]]:
+    """The records of one scored batch: the picks of ``acc`` and ``acc_norm``, every option's score."""
+    result = done.result
+    wall = done.wall_s / len(batch)
+    peak = max((r.peak_mem_bytes for r in result.trace), default=0)
+    records = []
+    for j, ((sid, sample), question) in enumerate(zip(batch, asked)):
+        scores = result.scores[j]
+        logprobs = [s.logprob for s in scores]
+        pick, pick_norm = best(logprobs, question.options)
+        records.append({
+            "id": sid, "question": question.question, "gold": sample.gold, "prediction": question.letters[pick],
+            "correct": pick == question.gold, "output": question.options[pick],
+            "generated_tokens": result.question_tokens[j] if result.question_tokens else 0,
+            "latent_steps": result.latent_steps, "wall_s": round(wall, 4),
+            "messages": {f"{edge}@{r}": texts[j] for (edge, r), texts in result.texts.items()},
+            "retried": False, "extraction": "likelihood", "task": options.task, "answer_tokens": 0,
+            "peak_mem_bytes": peak, "scoring": "likelihood", "acc": pick == question.gold,
+            "acc_norm": pick_norm == question.gold, "prediction_norm": question.letters[pick_norm],
+            "loglikelihoods": [round(lp, 6) for lp in logprobs], "option_tokens": [s.tokens for s in scores],
+            "greedy": [s.greedy for s in scores],
         })
     return records
 

@@ -1,29 +1,37 @@
-"""An lm-evaluation-harness model adapter: score a RecursiveMAS system on any ``generate_until`` task.
+"""An lm-evaluation-harness model adapter: score a RecursiveMAS system on lm-eval tasks.
 
 Importing this module registers the model name ``recmas`` with lm-eval (extra ``lmeval``)::
 
     recmas-lm-eval --model recmas --model_args topology=sequential_light_mini --tasks gsm8k --limit 20
+    recmas-lm-eval --model recmas --model_args topology=sequential_light_mini --tasks recmas_arc_easy
 
 ``recmas-lm-eval`` is lm-eval's own command line with the adapter registered first (lm-eval 0.4
-finds models only in its own source tree, so a bare ``lm_eval --model recmas`` cannot see it). In
-Python, pass the model to ``lm_eval.simple_evaluate(model="recmas", ...)`` after importing this
+finds models only in its own source tree, so a bare ``lm_eval --model recmas`` cannot see it) and
+the task configs shipped here (:data:`TASKS_DIR`: ``recmas_arc_easy``, ``recmas_arc_challenge``,
+lm-eval's ARC tasks on the packaged data, offline) on its task path. In Python, pass the model to
+``lm_eval.simple_evaluate(model="recmas", ..., task_manager=task_manager())`` after importing this
 module, or pass a :class:`RecmasLM` instance.
 
 Each request's context (the task's prompt, few-shot examples included) is the question the
 system is asked: every agent's role template receives it as ``question`` for ``task`` (default
-``math``), the system thinks for its rounds, and the output agent's answer is the response, cut
-at the first of the request's ``until`` strings as lm-eval's own backends do. Requests are grouped
-by generation options and run ``batch_size`` at a time; request ``i`` (its position in lm-eval's
-list) samples with seed ``seed + i``.
+``math``) and the system thinks for its rounds.
 
-``loglikelihood`` tasks (most multiple-choice tasks in lm-eval) are not defined for a system that
-thinks in latent space before it writes: it has no single next-token distribution over a
-continuation. They raise a clear error; use a ``generate_until`` variant of the task.
+- ``generate_until``: the output agent's answer is the response, cut at the first of the
+  request's ``until`` strings as lm-eval's own backends do. Requests are grouped by generation
+  options and run ``batch_size`` at a time; request ``i`` (its position in lm-eval's list) samples
+  with seed ``seed + i``.
+- ``loglikelihood`` (multiple-choice tasks): requests are grouped by context, the rounds run once
+  per context, and each continuation is teacher-forced after the output agent's final prompt
+  (:meth:`~recmas_graph.runtime.RecursiveSystem.score`); for a one-agent system whose role is
+  rendered bare (tag ``raw``) these are the log-likelihoods lm-eval's ``hf`` model gives.
+- ``loglikelihood_rolling`` (perplexity) is refused: a system has a next-token distribution only
+  after its rounds on a question, and a rolling request has none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 try:
@@ -31,6 +39,7 @@ try:
     from lm_eval.api.model import LM
     from lm_eval.api.registry import register_model
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+    from lm_eval.tasks import TaskManager
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the lm-eval adapter needs lm-evaluation-harness: pip install 'recmas-graph[lmeval]'") from exc
@@ -41,7 +50,19 @@ from tqdm.auto import tqdm
 from ..errors import RunError
 from ..runtime.options import RunOptions
 
-__all__ = ["RecmasLM"]
+__all__ = ["RecmasLM", "TASKS_DIR", "task_manager"]
+
+#: lm-eval task configs shipped with recmas (lm-eval's ARC tasks on the packaged data, offline).
+TASKS_DIR = Path(__file__).resolve().parent / "lmeval_tasks"
+
+
+def task_manager(include_path: str | Path | Sequence[str | Path] | None = None, **kwargs: Any) -> Any:
+    """lm-eval's ``TaskManager`` with :data:`TASKS_DIR` on its path (before ``include_path``, so a
+    folder of your own may override a task of ours); ``kwargs`` go to ``TaskManager``."""
+    extra = [] if include_path is None else ([include_path] if isinstance(include_path, (str, Path)) else
+                                             list(include_path))
+    return TaskManager(include_path=[str(TASKS_DIR), *map(str, extra)], **kwargs)
+
 
 #: lm-eval generation options the adapter understands (others are refused by name).
 _KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k", "min_p",
@@ -162,14 +183,38 @@ class RecmasLM(LM):
         return until, options
 
     def loglikelihood(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        raise RunError(
-            "loglikelihood tasks are not defined for a RecursiveMAS system: it thinks in latent space before "
-            "it writes, so it has no next-token distribution over a given continuation",
-            culprit="--tasks", hint="use a generate_until task (e.g. gsm8k, or a task's _cot / generative variant)")
+        """Score each ``(context, continuation)`` request: ``(sum of log-probabilities, is_greedy)``.
+
+        Requests are grouped by context: a context is one question to the system, whose rounds run
+        once; all its continuations (the options of a multiple-choice question) are scored after the
+        output agent's final prompt (:meth:`~recmas_graph.runtime.RecursiveSystem.score`).
+        Contexts run ``batch_size`` at a time.
+        """
+        outputs: list[tuple[float, bool] | None] = [None] * len(requests)
+        by_context: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            context, _ = request.args
+            by_context.setdefault(context, []).append(i)
+        contexts = list(by_context)
+        bar = tqdm(total=len(requests), desc="recmas loglikelihood", disable=disable_tqdm or self.rank != 0)
+        for start in range(0, len(contexts), self.batch_size):
+            chunk = contexts[start:start + self.batch_size]
+            continuations = [[requests[i].args[1] for i in by_context[c]] for c in chunk]
+            result = self.system.score(chunk, continuations, self.options)
+            for context, scores in zip(chunk, result.scores):
+                for i, score in zip(by_context[context], scores):
+                    outputs[i] = (score.logprob, score.greedy)
+                    self.cache_hook.add_partial("loglikelihood", requests[i].args, outputs[i])
+                bar.update(len(by_context[context]))
+        bar.close()
+        return [out if out is not None else (float("-inf"), False) for out in outputs]
 
     def loglikelihood_rolling(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[float]:
-        raise RunError("loglikelihood_rolling (perplexity) tasks are not defined for a RecursiveMAS system",
-                       culprit="--tasks", hint="use a generate_until task")
+        raise RunError(
+            "loglikelihood_rolling (perplexity) tasks are not defined for a RecursiveMAS system: its output agent "
+            "has a next-token distribution only after the rounds it runs on a question, and a rolling request is "
+            "a text with no question", culprit="--tasks",
+            hint="use a multiple_choice (loglikelihood) or generate_until task")
 
     def get_model_info(self) -> dict[str, Any]:
         """What lm-eval records about the model in its results."""

@@ -11,7 +11,7 @@ __all__ = [
     "RecursiveSystem", "RunResult", "TraceRecord", "Agent", "RunOptions", "GenerationOptions", "PromptBatch",
     "LoadedModel", "ModelCache", "load_model", "MessageStore", "PassRequest", "PassResult", "PassRunner",
     "InProcessRunner", "execute", "resolve_placement", "plan_placement", "PlacementPlan", "STRATEGIES",
-    "estimate_memory", "MemoryEstimate", "Residency", "OutOfMemory",
+    "estimate_memory", "MemoryEstimate", "Residency", "OutOfMemory", "ScoreResult", "ContinuationScore",
 ]
 
 _LAZY = {
@@ -21,7 +21,7 @@ _LAZY = {
     "PassRequest": "backends", "PassResult": "backends", "PassRunner": "backends", "InProcessRunner": "backends",
     "execute": "executor", "resolve_placement": "placement", "plan_placement": "placement",
     "PlacementPlan": "placement", "STRATEGIES": "placement", "estimate_memory": "sizing", "MemoryEstimate": "sizing",
-    "Residency": "residency", "OutOfMemory": "oom",
+    "Residency": "residency", "OutOfMemory": "oom", "ScoreResult": "scoring", "ContinuationScore": "scoring",
 }
 
 

@@ -26,6 +26,7 @@ from .oom import OutOfMemory, free_cached_memory, raise_out_of_memory
 from .prefix import PrefixCache
 from .prompts import PromptBatch, left_pad
 from .results import TraceRecord
+from .scoring import ContinuationScore, score_continuations
 
 if TYPE_CHECKING:  # pragma: no cover
     from .system import RecursiveSystem
@@ -53,6 +54,8 @@ class RunSettings:
     agent_targets: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
     checkpoint: bool = False  # training: recompute each rollout and scored pass in backward (less memory)
     reuse_prefix: bool = True  # start a prefill from the KV of a prefix an earlier pass of the run computed
+    # score: each question's continuations, teacher-forced after the decode pass's prompt instead of decoding
+    continuations: tuple[tuple[str, ...], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class PassResult:
     loss_tokens: int = 0
     row_tokens: list[int] | None = None  # tokens generated for each question in this pass (text and answer)
     target_loss: tuple[torch.Tensor, int] | None = None  # an intermediate agent's target loss and its tokens
+    scores: list[list[ContinuationScore]] | None = None  # the decode pass of a score: per question, per continuation
 
 
 class PassRunner(Protocol):
@@ -280,8 +284,9 @@ class InProcessRunner:
         return {edge_id: system.latent_message(edge_id, thoughts) for edge_id in step.outputs
                 if system.compiled.edge(edge_id).medium == "latent"}
 
-    def _prompt(self, request: PassRequest, agent: Any) -> Any:
-        """The agent's prompt batch for this pass, its messages spliced in."""
+    def _prompt(self, request: PassRequest, agent: Any, *, trim_end: bool = False) -> Any:
+        """The agent's prompt batch for this pass, its messages spliced in (``trim_end``: as
+        :meth:`~.prompts.Prompter.build`, for scoring continuations)."""
         step, s = request.step, request.settings
         latent: dict[str, torch.Tensor] = {}
         text: dict[str, list[str]] = {}
@@ -295,14 +300,38 @@ class InProcessRunner:
                 latent[item.slot] = value  # (B, m, H_agent)
             else:
                 text[item.slot] = list(value)
-        prompt = agent.build_prompts(s.questions, s.task, latent, text, senders, order, round=step.round,
-                                     rounds=s.rounds, fields=s.fields or None)
+        if trim_end:
+            prompt = agent.prompter.build(s.questions, s.task, latent, text, senders, order, round=step.round,
+                                          rounds=s.rounds, fields=s.fields or None, trim_end=True)
+        else:
+            prompt = agent.build_prompts(s.questions, s.task, latent, text, senders, order, round=step.round,
+                                         rounds=s.rounds, fields=s.fields or None)
         if self.prefixes is not None:
             prompt.reuse = self.prefixes.of(agent.model)
         return prompt
 
+    def _score_pass(self, request: PassRequest, agent: Any) -> PassResult:
+        """The decode pass of a score: each question's continuations teacher-forced after its prompt
+        (:func:`~.scoring.score_continuations`), nothing decoded."""
+        step, s = request.step, request.settings
+        t0 = time.perf_counter()
+        prompt = self._prompt(request, agent, trim_end=True)
+        reused_before = prompt.reuse.reused_tokens if prompt.reuse is not None else 0
+        scores = score_continuations(agent.model, agent.tokenizer, prompt, s.continuations or ())
+        if agent.device.type == "cuda":
+            torch.cuda.synchronize(agent.device)
+        record = TraceRecord(
+            agent=step.agent, round=step.round, action=step.action, device=str(agent.device),
+            wall_s=time.perf_counter() - t0, batch_size=len(s.questions), prompt_tokens=prompt.tokens,
+            latent_steps=0, generated_tokens=0, peak_mem_bytes=0, start_s=t0,
+            reused_tokens=prompt.reuse.reused_tokens - reused_before if prompt.reuse is not None else 0,
+        )
+        return PassResult(messages={}, record=record, scores=scores, row_tokens=[0] * len(s.questions))
+
     def _run_pass(self, request: PassRequest, agent: Any) -> PassResult:
         step, s = request.step, request.settings
+        if step.decode and s.continuations is not None:
+            return self._score_pass(request, agent)
         system = self.system
         device = agent.device
         t0 = time.perf_counter()

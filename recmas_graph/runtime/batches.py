@@ -26,6 +26,7 @@ from .options import RunOptions
 
 if TYPE_CHECKING:
     from .results import RunResult
+    from .scoring import ScoreResult
 
 __all__ = ["Batch", "BatchError", "run_batches"]
 
@@ -37,7 +38,7 @@ class Batch:
     index: int
     start: int
     ids: tuple[str, ...]
-    result: RunResult
+    result: RunResult | ScoreResult
     wall_s: float
 
     @property
@@ -58,13 +59,17 @@ class BatchError(RunError):
 
 def run_batches(system: Any, questions: Sequence[str | Mapping[str, str]], options: RunOptions | None = None, *,
                 batch_size: int, ids: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-                backoff: bool = False, **run_options: Any) -> Iterator[Batch]:
+                backoff: bool = False, continuations: Sequence[Sequence[str]] | None = None,
+                **run_options: Any) -> Iterator[Batch]:
     """Run ``questions`` on ``system`` ``batch_size`` at a time, yielding each finished :class:`Batch`.
 
     ``ids`` name the questions in errors (default: their 1-based positions); ``options`` and
     ``run_options`` go to :meth:`~recmas_graph.runtime.RecursiveSystem.run` (``task``, ``rounds``,
     decoding, ...); question ``i`` samples with ``seeds[i]`` (default: ``seed + i``).
     ``backoff``: a batch that runs out of memory is retried in halves (see the module docstring).
+    ``continuations`` (one list per question): score them instead of answering
+    (:meth:`~recmas_graph.runtime.RecursiveSystem.score`; each batch's ``result`` is a
+    :class:`~recmas_graph.runtime.scoring.ScoreResult`).
     """
     if batch_size < 1:
         raise RunError(f"batch_size must be at least 1, got {batch_size}", culprit="--batch-size")
@@ -73,19 +78,24 @@ def run_batches(system: Any, questions: Sequence[str | Mapping[str, str]], optio
     all_seeds = list(seeds) if seeds is not None else [(opts.seed or 0) + i for i in range(len(questions))]
     if len(names) != len(questions) or len(all_seeds) != len(questions):
         raise RunError("ids and seeds must have one entry per question", culprit="run_batches()")
+    if continuations is not None and len(continuations) != len(questions):
+        raise RunError("continuations must have one entry per question", culprit="run_batches()")
     for index, start in enumerate(range(0, len(questions), batch_size)):
         stop = min(start + batch_size, len(questions))
-        yield from _run_batch(system, questions, names, all_seeds, index, start, stop, backoff, opts)
+        yield from _run_batch(system, questions, names, all_seeds, index, start, stop, backoff, opts, continuations)
 
 
 def _run_batch(system: Any, questions: Sequence[str | Mapping[str, str]], names: Sequence[str],
                seeds: Sequence[int], index: int, start: int, stop: int, backoff: bool,
-               options: RunOptions) -> Iterator[Batch]:
-    """Run questions ``start:stop`` as one batch, or (``backoff``, out of memory) as halves."""
+               options: RunOptions, continuations: Sequence[Sequence[str]] | None = None) -> Iterator[Batch]:
+    """Run (or score) questions ``start:stop`` as one batch, or (``backoff``, out of memory) as halves."""
     t0 = time.perf_counter()
     oom: OutOfMemory | None = None
     try:
-        result = system.run(list(questions[start:stop]), options, seeds=list(seeds[start:stop]))
+        if continuations is not None:
+            result = system.score(list(questions[start:stop]), list(continuations[start:stop]), options)
+        else:
+            result = system.run(list(questions[start:stop]), options, seeds=list(seeds[start:stop]))
     except KeyboardInterrupt:
         raise
     except Exception as err:
@@ -105,5 +115,5 @@ def _run_batch(system: Any, questions: Sequence[str | Mapping[str, str]], names:
     del oom  # its traceback holds the failed attempt's tensors
     free_cached_memory()
     middle = start + (stop - start + 1) // 2
-    yield from _run_batch(system, questions, names, seeds, index, start, middle, backoff, options)
-    yield from _run_batch(system, questions, names, seeds, index, middle, stop, backoff, options)
+    yield from _run_batch(system, questions, names, seeds, index, start, middle, backoff, options, continuations)
+    yield from _run_batch(system, questions, names, seeds, index, middle, stop, backoff, options, continuations)

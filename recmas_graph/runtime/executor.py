@@ -75,6 +75,7 @@ def _walk(schedule: Schedule, runner: PassRunner, settings: RunSettings, store: 
                 result.answers = outcome.answers or []
                 result.generated_tokens = outcome.generated_tokens or []
                 result.loss = outcome.loss
+                result.scores = outcome.scores
                 if outcome.loss is not None:
                     result.target_losses[step.agent] = (outcome.loss, outcome.loss_tokens)
             if outcome.target_loss is not None:

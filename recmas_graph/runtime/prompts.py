@@ -4,7 +4,7 @@ A prompt is the role's user text (instruction, question, one section per slot th
 wrapped in the tokenizer's chat template (thinking disabled) or, for tokenizers without one, in
 :data:`PLAIN_PROMPT_FORMAT`. Latent slots stay as literal markers; the rendered text is split at
 them, each text segment is embedded, and the message embeddings are concatenated in between
-(DESIGN.md section 5). A batch is left-padded; everything stays differentiable with respect to the
+(docs/semantics.md). A batch is left-padded; everything stays differentiable with respect to the
 messages, so a loss can reach the links that produced them.
 """
 
@@ -16,15 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..errors import RunError
 from ..topology.roles import DEFAULT_SYSTEM_PROMPT, Role, slot_marker, split_at_markers
 
 if TYPE_CHECKING:  # pragma: no cover
     from .prefix import ModelPrefixes
 
-__all__ = ["PLAIN_PROMPT_FORMAT", "PromptBatch", "Prompter", "left_pad"]
+__all__ = ["PLAIN_PROMPT_FORMAT", "RAW_PROMPT_TAG", "PromptBatch", "Prompter", "left_pad"]
 
 #: Prompt format for tokenizers without a chat template (e.g. base models such as Gemma-3-270M).
 PLAIN_PROMPT_FORMAT = "{system}\n\n### Question\n{user}\n\n### Answer\n"
+
+#: A role with this tag is rendered bare: its user text is the whole prompt (no system prompt, no chat
+#: template or plain format), tokenised with the tokenizer's special tokens (a bos) as lm-eval's ``hf``
+#: model tokenises a context. A one-agent system of such a role scores as lm-eval's ``hf`` model does.
+RAW_PROMPT_TAG = "raw"
 
 
 @dataclass
@@ -41,6 +47,9 @@ class PromptBatch:
     lengths: list[int]
     prefix_ids: list[torch.Tensor] | None = None  # per row: (P_i,) token ids, P_i <= lengths[i]
     reuse: "ModelPrefixes | None" = field(default=None, repr=False)
+    # build(trim_end=True), per row: its last text part as tokenised (trailing whitespace trimmed off),
+    # the whitespace trimmed off, and whether that part was tokenised with the special tokens
+    ends: list[tuple[str, str, bool]] | None = None
 
     @property
     def tokens(self) -> int:
@@ -83,6 +92,11 @@ class Prompter:
         self.system_prompt = system_prompt or role.system or DEFAULT_SYSTEM_PROMPT
         self.note = note
 
+    @property
+    def raw(self) -> bool:
+        """Whether the role is rendered bare (tagged :data:`RAW_PROMPT_TAG`)."""
+        return RAW_PROMPT_TAG in self.role.tags
+
     def user_text(self, question: str, task: str, filled: Sequence[str], senders: Mapping[str, str] | None = None,
                   *, round: int = 1, rounds: int | None = None,  # noqa: A002
                   fields: Mapping[str, str] | None = None) -> str:
@@ -103,6 +117,8 @@ class Prompter:
         for slot, text in text_slots.items():
             user = user.replace(slot_marker(slot), text.strip())
         tokenizer = self.loaded.tokenizer
+        if self.raw:
+            return user
         if not self.loaded.has_chat_template:
             return PLAIN_PROMPT_FORMAT.format(system=self.system_prompt, user=user)
         messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
@@ -122,7 +138,7 @@ class Prompter:
 
     def text_ids(self, text: str, *, first: bool = False) -> torch.Tensor:
         """Token ids of ``text``: (T_seg,) on the CPU (``first`` as in :meth:`embed_text`)."""
-        add_special = first and not self.loaded.has_chat_template
+        add_special = first and (self.raw or not self.loaded.has_chat_template)
         return self.loaded.tokenizer(text, add_special_tokens=add_special, return_tensors="pt").input_ids[0]
 
     def _embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
@@ -141,12 +157,15 @@ class Prompter:
         round: int = 1,  # noqa: A002 - the semantics' word
         rounds: int | None = None,
         fields: Sequence[Mapping[str, str]] | None = None,
+        trim_end: bool = False,
     ) -> PromptBatch:
         """Splice messages into the prompts of a batch (for ``round``) and left-pad.
 
         ``latent[slot]`` is (B, m, H) already in this agent's hidden space; ``text[slot]`` is one
         string per sample; ``order`` is the slot order (default: latent then text). Slots with no
-        message are left out of the prompt.
+        message are left out of the prompt. ``trim_end`` leaves the trailing whitespace of each
+        prompt's last text part out (lm-eval moves it onto a scored continuation) and records that
+        part in the batch's ``ends``.
         """
         latent = dict(latent or {})
         text = dict(text or {})
@@ -155,12 +174,22 @@ class Prompter:
         device, dtype = embed.weight.device, embed.weight.dtype
         rows: list[torch.Tensor] = []
         prefix_ids: list[torch.Tensor] = []
+        ends: list[tuple[str, str, bool]] = []
         for i, question in enumerate(questions):
             rendered = self.render(question, task, filled, {s: t[i] for s, t in text.items()}, senders,
                                    round=round, rounds=rounds, fields=fields[i] if fields else None)
             pieces: list[torch.Tensor] = []
             leading = torch.zeros(0, dtype=torch.long)
-            for j, part in enumerate(split_at_markers(rendered)):
+            parts = split_at_markers(rendered)
+            if trim_end:  # the last part is text (possibly empty): split_at_markers ends with one
+                tail = str(parts[-1])
+                parts[-1] = kept = tail.rstrip()
+                if len(parts) == 1 and not kept:
+                    raise RunError(f"question {i + 1} renders to an empty prompt: nothing to score a continuation "
+                                   "after", culprit="questions", hint="give a question (or a role with some text)")
+                special = len(parts) == 1 and (self.raw or not self.loaded.has_chat_template)
+                ends.append((kept, tail[len(kept):], special))
+            for j, part in enumerate(parts):
                 if isinstance(part, tuple):
                     pieces.append(latent[part[0]][i].to(device=device, dtype=dtype))  # (m, H)
                 elif part:
@@ -172,4 +201,5 @@ class Prompter:
             prefix_ids.append(leading)
         batch = left_pad(rows)
         batch.prefix_ids = prefix_ids
+        batch.ends = ends if trim_end else None
         return batch

@@ -55,6 +55,7 @@ class RunResult:
     loss: torch.Tensor | None = None
     target_losses: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)  # agent -> (loss, tokens)
     question_tokens: list[int] = field(default_factory=list)  # every token generated for each question
+    scores: list[list[Any]] | None = None  # a score's ContinuationScore per question and continuation
 
     @property
     def latent_steps(self) -> int:

@@ -5,6 +5,8 @@ Its parameters are exactly the links: ``inner_links`` (an ``nn.ModuleDict`` by a
 name the same model, never copied, and are not submodules, so ``state_dict()`` holds the links only.
 
 - :meth:`RecursiveSystem.run` answers questions under ``torch.inference_mode()``;
+- :meth:`RecursiveSystem.score` scores candidate continuations of each question by likelihood
+  (the rounds once, then every candidate teacher-forced after the output agent's final prompt);
 - :meth:`RecursiveSystem.answer_loss` is the differentiable path: the teacher-forced
   cross-entropy of the output agent's answer given the latent messages of every round, which
   back-propagates into every link the schedule uses, round 1 included.
@@ -41,6 +43,7 @@ from .placement import resolve_placement
 from .residency import Residency
 from .results import RunResult
 from .rollout import apply_link
+from .scoring import ScoreResult, continuation_lists
 from .sizing import memory_shortfall
 from .sources.loaded import ModelCache
 from .sources.tiny import tiny_counterpart
@@ -287,6 +290,38 @@ class RecursiveSystem(nn.Module):
         result.messages = {k: v.clone() for k, v in result.messages.items()}
         result.thoughts = {k: v.clone() for k, v in result.thoughts.items()}
         return result
+
+    def score(
+        self,
+        questions: Sequence[str | Mapping[str, str]],
+        continuations: Sequence[str | Sequence[str]],
+        options: RunOptions | None = None,
+        **overrides: Any,
+    ) -> ScoreResult:
+        """Score each question's candidate ``continuations`` by likelihood (no autograd, nothing sampled).
+
+        The rounds run once per question, as for :meth:`run` with greedy decoding of text messages;
+        then every continuation of question ``i`` (``continuations[i]``: a string or a list of them,
+        e.g. the options of a multiple-choice question) is teacher-forced after the output agent's
+        final prompt, all of them from one prefill of that prompt. Returns a
+        :class:`~.scoring.ScoreResult`: per continuation the sum of its tokens' log-probabilities, its
+        token count and whether it is the greedy continuation (lm-eval's ``loglikelihood``; see
+        :mod:`.scoring` for the tokenisation). ``options`` and ``overrides`` are as for :meth:`run`.
+        """
+        opts = RunOptions.of(options, **overrides)
+        conts = continuation_lists(questions, continuations)
+        generation = opts.resolve_generation(self.spec.settings_for(opts.task, opts.dataset)).greedy()
+        schedule = self.plan(opts.rounds)
+        settings = self._settings(questions, opts.replace(tool_choice="auto"), generation=generation,
+                                  rounds=schedule.rounds)
+        settings = replace(settings, continuations=conts)
+        with torch.inference_mode():
+            result = execute(schedule, self.runner, settings, hooks=self.hooks, system=self)
+        if result.scores is None:  # pragma: no cover - a runner that ignores the continuations
+            raise RunError("the pass runner returned no scores for the decode pass", culprit=type(self.runner).__name__,
+                           hint="a backend must score settings.continuations in the decode pass")
+        return ScoreResult(list(settings.questions), [list(c) for c in conts], result.scores, result.trace,
+                           result.wall_s, texts=dict(result.texts), question_tokens=list(result.question_tokens))
 
     def answer_loss(
         self,
