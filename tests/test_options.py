@@ -141,3 +141,14 @@ def test_a_resumed_eval_says_how_many_samples_were_already_done(tmp_path: Path, 
     assert "resumed" not in first and "2/2 done" in first  # plain progress lines: stderr is not a terminal
     assert main(args) == 0
     assert "2 of 2 samples already done (nothing left to run)" in capsys.readouterr().err
+
+
+def test_an_explicit_none_leaves_a_decoding_field_to_the_model_and_do_sample_still_works() -> None:
+    # GenerationOptions(top_p=None) means "the model's generation config": run(top_p=None) kept that meaning
+    assert RunOptions.of(top_p=None).resolve_generation().top_p is None
+    assert RunOptions.of(RunOptions.of(top_p=None), top_p=0.5).resolve_generation().top_p == 0.5
+    assert RunOptions.of().resolve_generation().top_p == 0.95  # not given: the reference's
+    assert RunOptions.of(seed=None).seed == 0
+    assert RunOptions.of(do_sample=False).greedy is True
+    assert RunOptions.of(generation={"do_sample": False, "max_new_tokens": 4}).resolve_generation() == \
+        GenerationOptions(max_new_tokens=4, do_sample=False)

@@ -72,3 +72,11 @@ def test_saving_a_low_memory_system_loads_no_model(tmp_path: Path, registry) -> 
     assert system.residency.loads == loads  # widths come from the build's records, not from reloaded models
     back = rg.from_pretrained(tmp_path / "lm", registry=registry, low_memory=True)
     assert all(torch.equal(a, b) for a, b in zip(system.state_dict().values(), back.state_dict().values()))
+
+
+def test_a_system_assembled_by_hand_saves_and_loads(tmp_path: Path, cache, registry) -> None:
+    built = registry.compile("distillation").build(models="tiny", seed=4, model_cache=cache)
+    system = RecursiveSystem(built.compiled, built.agents, dict(built.inner_links), dict(built.outer_links))
+    assert not system.model_facts  # only the builders record them: widths come from the agents
+    back = RecursiveSystem.from_pretrained(system.save_pretrained(tmp_path / "h"), registry=registry, model_cache=cache)
+    assert all(torch.equal(a, b) for a, b in zip(system.state_dict().values(), back.state_dict().values()))

@@ -137,7 +137,7 @@ def _run_options(values: dict[str, Any]) -> RunOptions:
         raise RunError(f"unknown tool choice {values['tool_choice']!r}", culprit="--tool-choice",
                        hint=f"use one of: {', '.join(TOOL_CHOICES)}")
     given = {**values, "greedy": True if values["greedy"] else None, "stop": tuple(values["stop"] or ()) or None}
-    return RunOptions.of(**given)
+    return RunOptions.of(**{k: v for k, v in given.items() if v is not None})  # unset flags: not given
 
 
 def _build_args(values: dict[str, Any]) -> BuildArgs:

@@ -281,6 +281,9 @@ def build_on_ray(compiled: CompiledTopology, *, models: str | None = None, model
 
     ray = connect(address)
     compiled = with_models(compiled, models, model)
+    hooks = getattr(compiled.catalog, "hooks", None)
+    if hooks is not None:  # the plugins' checks, as for an in-process build (recmas_system_built is not run here)
+        hooks.recmas_check_build(compiled=compiled, registry=compiled.catalog)
     spec = compiled.spec
     calibrated = [a.name for a in spec.agents if a.inner_link.calibration_corpus] + [
         e.label for e in spec.edges if e.link.calibration_corpus]

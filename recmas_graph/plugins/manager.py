@@ -336,6 +336,8 @@ def _guard(function: Callable[..., Any], plugin: str, hook: str, trace: Any) -> 
         except RecmasError:
             raise
         except Exception as err:
+            if plugin in DEFAULT_PLUGINS:  # a built-in's error (a failed calibration) is the error itself:
+                raise  # "fix or uninstall the plugin" would be the wrong advice
             raise PluginError(
                 f"hook {hook} raised {type(err).__name__}: {err}",
                 culprit=f"plugin {plugin!r}",

@@ -123,8 +123,8 @@ def export_release(system: Any, out: str | Path, *, style: str | None = None, ta
         entries.append({"legacy_key": key, "legacy_filename": f"{key}.pt", "filename": filename,
                         "source_role": _role(edge.source), "target_role": _role(edge.target),
                         "adapter_type": "outer_ln_res_adapter",
-                        "in_dim": system.model_facts[edge.source].hidden_size,
-                        "out_dim": system.model_facts[edge.target].hidden_size})
+                        "in_dim": system.agents[edge.source].hidden_size,
+                        "out_dim": system.agents[edge.target].hidden_size})
     entries.sort(key=lambda e: list(s.legacy_keys).index(e["legacy_key"]))
     if tasked:
         tasks = {**_tasks(outer / "outerlink_config.json"), task: {"task": task, "adapters": entries}}

@@ -65,6 +65,9 @@ class RunOptions:
     tool_choice: str = "auto"
     reuse_prefix: bool = True
     use_cache: bool = True
+    #: Decoding fields given explicitly as ``None``: the model's ``generation_config`` decides them
+    #: (as ``GenerationOptions(top_p=None)`` says), not the topology's settings or the reference's.
+    model_default: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task not in TASK_TYPES:
@@ -102,12 +105,21 @@ class RunOptions:
         if isinstance(generation, Mapping):
             del changes["generation"]
             changes = {**dict(generation), **changes}
-        known = {f.name for f in fields(cls)}
+        if "do_sample" in changes:  # GenerationOptions' own spelling of greedy
+            sample = changes.pop("do_sample")
+            changes.setdefault("greedy", None if sample is None else not sample)
+        known = {f.name for f in fields(cls)} - {"model_default"}
         unknown = sorted(set(changes) - known)
         if unknown:
             raise RunError(f"unknown run option(s) {', '.join(unknown)}", culprit="run options",
                            hint=f"run options: {', '.join(sorted(known))}")
+        # an explicit None for a decoding field means the model's generation config decides it (as in
+        # GenerationOptions); other None values mean "not given"; a value given now wins over an earlier None
+        cleared = {k for k in _GENERATION_FIELDS if k != "stop" and k in changes and changes[k] is None}
         changes = {k: v for k, v in changes.items() if v is not None}
+        model_default = (set(base.model_default) - set(changes)) | cleared
+        if model_default != set(base.model_default):
+            changes["model_default"] = tuple(sorted(model_default))
         return replace(base, **changes) if changes else base
 
     def replace(self, **changes: Any) -> "RunOptions":
@@ -115,13 +127,17 @@ class RunOptions:
         return replace(self, **changes)
 
     def decoding_overrides(self) -> dict[str, Any]:
-        """The decoding fields that were set, as keywords (``greedy`` included)."""
-        return {name: getattr(self, name) for name in DECODING_FIELDS if getattr(self, name) is not None}
+        """The decoding fields that were set, as keywords (``greedy`` included; a field in
+        :attr:`model_default` as ``None``: the model's generation config)."""
+        found = {name: getattr(self, name) for name in DECODING_FIELDS if getattr(self, name) is not None}
+        return {**{name: None for name in self.model_default}, **found}
 
     def _check_decoding(self) -> None:
         from .decoding import GenerationOptions
 
-        GenerationOptions(**{k: v for k, v in self.decoding_overrides().items() if k != "greedy"})
+        given = {k: v for k, v in self.decoding_overrides().items() if k != "greedy" and v is not None}
+        if given:
+            GenerationOptions(**given)
 
     def resolve_generation(self, settings: SettingsSpec | None = None) -> GenerationOptions:
         """The decoding this run uses: ``generation`` (default: ``settings`` over the reference's),
@@ -139,8 +155,10 @@ class RunOptions:
         return out
 
 
-#: The fields of :class:`RunOptions` a command line sets (``generation`` and ``dataset`` come otherwise).
-RUN_OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunOptions) if f.name not in ("generation", "dataset"))
+#: The fields of :class:`RunOptions` a command line sets (``generation``, ``dataset`` and
+#: ``model_default`` come otherwise).
+RUN_OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunOptions)
+                                           if f.name not in ("generation", "dataset", "model_default"))
 
 
 def resolve_generation(generation: GenerationOptions | None, overrides: Mapping[str, Any],

@@ -103,8 +103,10 @@ def calibrate(system: Any, texts: Sequence[str], *, out: str | Path | None = Non
         edge = system.compiled.edge(name) if kind == "outer" else None
         return (name,) if edge is None else (edge.source, edge.target)
 
-    needed = [system.agents[a].load() for job in jobs for a in agents_of(*job)]
-    models = {id(loaded.model): loaded for loaded in needed}
+    # each agent's model once, kept here for the whole fit (in low-memory mode a later load() would be
+    # another object, and the states are keyed by model)
+    loaded_of = {a: system.agents[a].load() for job in jobs for a in agents_of(*job)}
+    models = {id(loaded.model): loaded for loaded in loaded_of.values()}
     states: dict[int, list[TokenStates]] = {}
     for key, loaded in models.items():
         def report(done: int, _ref: str = loaded.ref) -> None:
@@ -116,18 +118,18 @@ def calibrate(system: Any, texts: Sequence[str], *, out: str | Path | None = Non
         if progress is not None:
             progress(f"fitting {kind} link {name}", done, len(jobs))
         if kind == "inner":
-            agent = system.agents[name]
-            s = states[id(agent.load().model)]
-            x_fit, e_fit = inner_pairs(agent.load(), [s[i] for i in fit_idx])
-            x_val, e_val = inner_pairs(agent.load(), [s[i] for i in val_idx])
+            lm = loaded_of[name]
+            s = states[id(lm.model)]
+            x_fit, e_fit = inner_pairs(lm, [s[i] for i in fit_idx])
+            x_val, e_val = inner_pairs(lm, [s[i] for i in val_idx])
             link = system.inner_links[name]
         else:
             edge = system.compiled.edge(name)
-            src, dst = system.agents[edge.source], system.agents[edge.target]
-            s_src, s_dst = states[id(src.load().model)], states[id(dst.load().model)]
+            src, dst = loaded_of[edge.source], loaded_of[edge.target]
+            s_src, s_dst = states[id(src.model)], states[id(dst.model)]
             inner = system.inner_links[edge.source]  # already calibrated (inner links come first)
-            x_fit, e_fit = outer_pairs(inner, [s_src[i] for i in fit_idx], dst.load(), [s_dst[i] for i in fit_idx])
-            x_val, e_val = outer_pairs(inner, [s_src[i] for i in val_idx], dst.load(), [s_dst[i] for i in val_idx])
+            x_fit, e_fit = outer_pairs(inner, [s_src[i] for i in fit_idx], dst, [s_dst[i] for i in fit_idx])
+            x_val, e_val = outer_pairs(inner, [s_src[i] for i in val_idx], dst, [s_dst[i] for i in val_idx])
             link = system.outer_links[name]
         before = _loss(link, x_val, e_val)
         device = next(iter(link.parameters())).device

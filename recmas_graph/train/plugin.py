@@ -32,7 +32,7 @@ def recmas_check_build(compiled: Any, registry: Any) -> None:
             resolve_dataset(corpus, registry)
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # the links are fitted before other plugins finish the system
 def recmas_system_built(system: Any, registry: Any, on_stage: Callable[[str], None] | None) -> None:
     if _corpora(system.compiled):
         from .cached import apply_cached_calibration

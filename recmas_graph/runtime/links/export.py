@@ -69,7 +69,8 @@ def save_links(system: Any, out: str | Path, links: Iterable[tuple[str, str]]) -
     by_agent = {a.name: a for a in compiled.spec.agents}
     paths = link_files(links)
     # widths from what the build recorded: asking a loaded model would reload it in low-memory mode
-    width = {name: facts.hidden_size for name, facts in system.model_facts.items()}
+    width = {name: agent.hidden_size for name, agent in system.agents.items()}  # an agent knows it, loaded or not
+    width.update({name: facts.hidden_size for name, facts in system.model_facts.items()})  # agents held elsewhere
     for (kind, name), rel in paths.items():
         if kind == "inner":
             spec, size = by_agent[name].inner_link, width[name]
