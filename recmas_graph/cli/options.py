@@ -23,7 +23,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from ..errors import RunError
-from ..runtime.options import TOOL_CHOICES, RunOptions
+from ..runtime.options import RunOptions
 from ..topology.spec import TASK_TYPES
 
 __all__ = ["BuildArgs", "with_flags", "with_run_options", "with_build_options", "RUN_FLAGS", "BUILD_FLAGS", "parse_assignments",
@@ -130,22 +130,19 @@ def device_option(values: list[str]) -> str | dict[str, str] | None:
 
 
 def _run_options(values: dict[str, Any]) -> RunOptions:
-    task = values["task"]
-    if task is not None and task not in TASK_TYPES:
-        raise RunError(f"unknown task type {task!r}", culprit="--task", hint=f"use one of {', '.join(TASK_TYPES)}")
-    if values["tool_choice"] not in TOOL_CHOICES:
-        raise RunError(f"unknown tool choice {values['tool_choice']!r}", culprit="--tool-choice",
-                       hint=f"use one of: {', '.join(TOOL_CHOICES)}")
     given = {**values, "greedy": True if values["greedy"] else None, "stop": tuple(values["stop"] or ()) or None}
-    return RunOptions.of(**{k: v for k, v in given.items() if v is not None})  # unset flags: not given
+    try:
+        return RunOptions.of(**{k: v for k, v in given.items() if v is not None})  # unset flags: not given
+    except RunError as err:  # RunOptions checks every field; the error names the flag a user typed
+        flag = f"--{err.culprit.replace('_', '-')}" if err.culprit in RUN_FLAGS else err.culprit
+        raise RunError(err.message, culprit=flag, hint=err.hint) from None
 
 
 def _build_args(values: dict[str, Any]) -> BuildArgs:
     from ..distributed.choose import BACKENDS
+    from ..runtime.system import check_models
 
-    if values["models"] not in (None, "tiny"):
-        raise RunError(f"unknown --models value {values['models']!r}", culprit="--models",
-                       hint="use --models tiny, or --model AGENT=REF")
+    check_models(values["models"])  # before any work, as every flag here
     if values["backend"] not in BACKENDS:
         raise RunError(f"unknown backend {values['backend']!r}", culprit="--backend",
                        hint=f"use one of: {', '.join(BACKENDS)}")

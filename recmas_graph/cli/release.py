@@ -109,13 +109,12 @@ def export_release_command(
     adapter.pt, its configs) and the outer links a *-Outerlinks folder with outerlink_config.json,
     so `recmas import-release STYLE --root OUT` and the official code load them.
     """
-    from ..errors import RunError
     from ..plugins.manager import default_registry
     from ..release import export_release, matching_style
+    from ..runtime.system import check_models
     from .runtime import build_status, parse_assignments
 
-    if models not in (None, "tiny"):
-        raise RunError(f"unknown --models value {models!r}", culprit="--models", hint="use --models tiny, or --model AGENT=REF")
+    check_models(models)
     compiled = default_registry().compile(topology)
     with console.status("loading models...") as status:
         system = compiled.build(models=models, model=parse_assignments(model or [], "--model"),

@@ -43,13 +43,13 @@ def calibrate_command(
     """Fit every link in closed form (ridge regression) on a corpus; write the links and a runnable topology."""
     from ..plugins.manager import default_registry
     from ..train.calibration import calibrate
+    from ..runtime.system import check_models
     from ..train.corpus import corpus_from_dataset, corpus_from_file
 
     if (corpus is None) == (dataset is None):
         raise RunError("give the texts to calibrate on: --corpus FILE or --dataset NAME (one of them)",
                        culprit="recmas calibrate", hint="e.g. --dataset gsm8k")
-    if models not in (None, "tiny"):
-        raise RunError(f"unknown --models value {models!r}", culprit="--models", hint="use --models tiny, or --model AGENT=REF")
+    check_models(models)
     registry = default_registry()
     texts = (corpus_from_file(corpus, limit=limit) if corpus is not None
              else corpus_from_dataset(str(dataset), registry, limit=limit, split=split))
@@ -98,10 +98,10 @@ def _train(kind: str, topology: str, data: Path, out: Path, *, steps: int, batch
     from ..plugins.manager import default_registry
     from ..train.data import read_train_data
     from ..train.loop import TrainConfig
+    from ..runtime.system import check_models
     from ..train.run import train_links
 
-    if models not in (None, "tiny"):
-        raise RunError(f"unknown --models value {models!r}", culprit="--models", hint="use --models tiny, or --model AGENT=REF")
+    check_models(models)
     weights: dict[str, float] = {}
     for agent, value in parse_assignments(target_weight or [], "--target-weight").items():
         try:

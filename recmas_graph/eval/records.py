@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._files import write_json_atomic
 from ..errors import RecmasError
 
 __all__ = ["EvalError", "RunFolder", "config_hash", "config_changes", "write_json_atomic"]
@@ -48,17 +49,6 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str =
         elif a != b:
             changes.append(where)
     return changes
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _sync_folder(path: Path) -> None:

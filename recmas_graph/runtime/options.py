@@ -86,12 +86,13 @@ class RunOptions:
         if self.generation is not None and type(self.generation).__name__ != "GenerationOptions":
             raise RunError(f"generation must be a GenerationOptions, got {type(self.generation).__name__}",
                            culprit="generation", hint="or give the decoding fields (greedy=..., max_new_tokens=...)")
-        if self.decoding_overrides():
-            self._check_decoding()
+        self._check_decoding()
 
     @classmethod
     def of(cls, options: "RunOptions | None" = None, /, **overrides: Any) -> "RunOptions":
-        """``options`` (default: the defaults) with ``overrides`` on top; ``None`` values are ignored.
+        """``options`` (default: the defaults) with ``overrides`` on top. ``None`` means "not given",
+        except for a decoding field (``top_p=None``): the model's generation config decides it
+        (:attr:`model_default`), as ``GenerationOptions`` says; ``do_sample`` is read as ``greedy``.
 
         A mapping given as ``generation`` (``{"greedy": True, "max_new_tokens": 8}``) is read as
         those decoding fields. An unknown name is refused with the list of known ones.

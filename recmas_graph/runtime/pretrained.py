@@ -15,11 +15,10 @@ greedy answers and the same link tensors.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._files import write_json_atomic
 from ..errors import RunError
 from .links.export import save_system_links
 
@@ -62,15 +61,7 @@ def save_pretrained(system: "RecursiveSystem", folder: str | Path, *, descriptio
         "dtype": system.build_options.get("dtype"),
         "versions": _versions(),
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{CONFIG_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(config, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, out / CONFIG_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(out / CONFIG_NAME, config)
     return out
 
 

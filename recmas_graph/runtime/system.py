@@ -50,13 +50,18 @@ from .sources.tiny import tiny_counterpart
 from .texts import agent_role
 from .tooluse import ToolPolicy
 
-__all__ = ["RecursiveSystem", "with_models", "make_agent"]
+__all__ = ["RecursiveSystem", "check_models", "with_models", "make_agent"]
 
-def with_models(compiled: CompiledTopology, models: str | None, model: Mapping[str, str] | None) -> CompiledTopology:
-    """``compiled`` with the models of ``build(models=..., model=...)`` in its spec."""
+def check_models(models: str | None) -> None:
+    """Refuse a ``models`` value (``--models``) other than ``None`` and ``"tiny"``, before any work."""
     if models not in (None, "tiny"):
         raise RunError(f"unknown models value {models!r}", culprit="--models",
                        hint="use models='tiny' (--models tiny), or model={AGENT: REF} (--model AGENT=REF)")
+
+
+def with_models(compiled: CompiledTopology, models: str | None, model: Mapping[str, str] | None) -> CompiledTopology:
+    """``compiled`` with the models of ``build(models=..., model=...)`` in its spec."""
+    check_models(models)
     overrides = dict(model or {})
     unknown = sorted(set(overrides) - set(compiled.spec.agent_names))
     if unknown:

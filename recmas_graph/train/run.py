@@ -105,7 +105,7 @@ def train_links(system: Any, kind: str, data: Sequence[TrainSample], out: str | 
     logged = _logged(folder / "metrics.jsonl")  # the whole run's, across resumes
     report.first_loss, report.last_loss = logged["first"], logged["last"]
     report.val_loss = logged["val"] if report.val_loss is None else report.val_loss
-    from ..eval.records import write_json_atomic
+    from .._files import write_json_atomic
 
     save_pretrained(system, folder, description=f"{system.spec.description} Links: {kind} loop, "
                                                 f"{report.steps} steps.".strip())
