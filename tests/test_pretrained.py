@@ -40,6 +40,28 @@ def test_a_saved_system_gives_the_same_links_and_greedy_answers(name: str, tmp_p
     assert back.run(questions, OPTIONS).answers == system.run(questions, OPTIONS).answers
 
 
+def test_links_stored_at_half_precision_load_back_in_float32(tmp_path: Path, cache, registry) -> None:
+    from recmas_graph.runtime.links.checkpoints import read_link_config, recast_link
+
+    system = registry.compile("sequential_light").build(models="tiny", seed=3, model_cache=cache)
+    full = system.save_pretrained(tmp_path / "full")
+    half = system.save_pretrained(tmp_path / "half", link_dtype="float16")
+    files = sorted(p.name for p in (full / "links").glob("*.safetensors"))
+    assert files and files == sorted(p.name for p in (half / "links").glob("*.safetensors"))
+    for name in files:  # half the bytes (a small header aside), and the config says what it runs in
+        assert (half / "links" / name).stat().st_size < 0.55 * (full / "links" / name).stat().st_size
+        assert read_link_config(half / "links" / name)["dtype"] == "float32"
+    back = RecursiveSystem.from_pretrained(half, registry=registry, model_cache=cache)
+    want = system.state_dict()
+    for key, value in back.state_dict().items():
+        assert value.dtype == want[key].dtype == torch.float32
+        assert torch.allclose(value, want[key].half().float())  # exactly the float16 rounding of the trained value
+    recast = recast_link(full / "links" / files[0], tmp_path / "r" / files[0], "float16")
+    assert (recast.read_bytes() == (half / "links" / files[0]).read_bytes())
+    with pytest.raises(rg.RecmasError, match="unknown storage dtype"):
+        recast_link(full / "links" / files[0], tmp_path / "r2" / files[0], "int8")
+
+
 def test_top_level_from_pretrained_and_recmas_run_read_the_folder(tmp_path: Path, cache, registry) -> None:
     system = registry.compile("distillation").build(models="tiny", seed=5, model_cache=cache)
     folder = system.save_pretrained(tmp_path / "d")

@@ -158,6 +158,20 @@ def test_data_make_writes_disjoint_training_and_heldout_files(tmp_path: Path, ca
     assert read_train_data(tmp_path / "a.jsonl")[0].answer.startswith("The answer is ")
 
 
+def test_data_make_cloze_asks_as_likelihood_scoring_does(tmp_path: Path, registry) -> None:
+    from recmas_graph.eval.datasets import resolve_dataset
+    from recmas_graph.eval.likelihood import choice_question
+
+    out = tmp_path / "c.jsonl"
+    assert main(["data", "make", "arc_easy_val", "--answers", "cloze", "--train", "3", "-o", str(out)]) == 0
+    asked = [choice_question(s) for s in resolve_dataset("arc_easy_val", registry).load(3)]
+    items = read_train_data(out)
+    assert [s.question for s in items] == [a.question for a in asked]  # the stem: no option lines
+    assert [s.answer for s in items] == [a.continuations[a.gold] for a in asked]  # " " + the gold option's text
+    assert all("\nA. " not in s.question for s in items)
+    assert main(["data", "make", "gsm8k", "--answers", "cloze", "--train", "1", "-o", str(out)]) == 2
+
+
 def test_resuming_with_more_steps_follows_the_new_schedule_and_frozen_links_come_back(tmp_path: Path, registry) -> None:
     from recmas_graph.train.loop import lr_factor
 

@@ -214,13 +214,16 @@ def data_make(
                                                         "(default: OUT with .heldout before .jsonl).")] = None,
     skip: Annotated[int, typer.Option("--skip", min=0, help="Leave out this many samples first.")] = 0,
     split: Annotated[Optional[str], typer.Option("--split", help="Another split of the dataset.")] = None,
+    answers: Annotated[str, typer.Option("--answers", help="Multiple choice: 'written' (question with its options, "
+                                         "'The answer is B. text') or 'cloze' (the question without its options, "
+                                         "answered by the option's text: what likelihood scoring compares).")] = "written",
 ) -> None:
     """Write question/answer JSONL for `recmas train` from a dataset (answers: worked solutions where there are)."""
     from ..plugins.manager import default_registry
     from ..train.data import make_train_data, write_train_data
 
     train_items, held_items = make_train_data(dataset, default_registry(), train=train, heldout=heldout, skip=skip,
-                                              split=split)
+                                              split=split, answers=answers)
     written = [write_train_data(train_items, out)]
     if held_items:
         target = heldout_out or out.with_name(out.stem + ".heldout" + (out.suffix or ".jsonl"))

@@ -29,13 +29,21 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from collections.abc import Callable
+if TYPE_CHECKING:  # pragma: no cover - typing only (annotations may name any layer's objects)
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
 
     import typer
 
+    from ..eval.datasets import Dataset
+    from ..eval.scoring import Metric
+    from ..runtime.agent import Agent
+    from ..runtime.results import RunResult
+    from ..runtime.system import RecursiveSystem
+    from ..tools.base import Tool
+    from ..topology.catalog import LinkType, ModelSource
     from ..topology.compile import CompiledTopology
-
+    from ..topology.roles import Role
     from ..topology.schedule import Pass
     from ..topology.spec import TopologySpec
     from .manager import Registry
@@ -60,11 +68,11 @@ class RegistrationHooks:
     """Registration hooks (phase: start-up). No arguments; each returns a list (``[]`` for none)."""
 
     @hookspec
-    def recmas_roles(self) -> list[Any]:
+    def recmas_roles(self) -> "list[Role]":
         """Return :class:`recmas_graph.topology.Role` objects to register, each under its ``name``."""
 
     @hookspec
-    def recmas_link_types(self) -> list[Any]:
+    def recmas_link_types(self) -> "list[LinkType]":
         """Return :class:`recmas_graph.topology.LinkType` entries (name, kind, lazy factory, options).
 
         The factory is called as ``factory(in_dim, out_dim, **options)`` and returns an
@@ -73,26 +81,26 @@ class RegistrationHooks:
         """
 
     @hookspec
-    def recmas_topologies(self) -> list[Any]:
+    def recmas_topologies(self) -> "list[str | Path | TopologySpec]":
         """Return topologies to register: paths to JSON files or :class:`TopologySpec` objects.
 
         A file is registered under its stem, a spec under its ``name``; files are parsed on first use.
         """
 
     @hookspec
-    def recmas_model_sources(self) -> list[Any]:
+    def recmas_model_sources(self) -> "list[ModelSource]":
         """Return :class:`recmas_graph.topology.ModelSource` entries (a reference prefix, a loader, checks)."""
 
     @hookspec
-    def recmas_datasets(self) -> list[Any]:
+    def recmas_datasets(self) -> "list[Dataset]":
         """Return :class:`recmas_graph.eval.Dataset` descriptors, each registered under its ``name``."""
 
     @hookspec
-    def recmas_metrics(self) -> list[Any]:
+    def recmas_metrics(self) -> "list[Metric]":
         """Return :class:`recmas_graph.eval.Metric` objects, each registered under its ``name``."""
 
     @hookspec
-    def recmas_tools(self) -> list[Any]:
+    def recmas_tools(self) -> "list[Tool]":
         """Return :class:`recmas_graph.tools.Tool` instances, each registered under its ``name``.
 
         Agents list the tools they may call in their ``tools`` field.
@@ -124,14 +132,14 @@ class BuildHooks:
         :class:`recmas_graph.errors.RecmasError` naming the culprit (e.g. an unknown calibration dataset)."""
 
     @hookspec
-    def recmas_system_built(self, system: Any, registry: "Registry",
+    def recmas_system_built(self, system: "RecursiveSystem", registry: "Registry",
                             on_stage: "Callable[[str], None] | None") -> None:
         """Finish a built system in place, after its models loaded and its links were built (the
         built-in one fits or loads the links marked ``"calibrated:<dataset>"``). ``on_stage(message)``
         reports a long step. ``system`` is a :class:`recmas_graph.runtime.RecursiveSystem`."""
 
     @hookspec
-    def recmas_agent_built(self, agent: Any) -> None:
+    def recmas_agent_built(self, agent: "Agent") -> None:
         """Observe an agent right after its system built it (model loaded, inner link built).
 
         ``agent`` is a :class:`recmas_graph.runtime.Agent` (``name``, ``spec``, ``loaded``, ``role``,
@@ -143,15 +151,15 @@ class RunHooks:
     """Run hooks (phase: executing a system). Observers: return values are ignored."""
 
     @hookspec
-    def recmas_run_start(self, system: Any, questions: list[Any]) -> None:
+    def recmas_run_start(self, system: "RecursiveSystem", questions: "list[str | Mapping[str, str]]") -> None:
         """Called once before the first pass of a run over a batch of ``questions``."""
 
     @hookspec
-    def recmas_before_pass(self, system: Any, step: "Pass") -> None:
+    def recmas_before_pass(self, system: "RecursiveSystem", step: "Pass") -> None:
         """Called before each scheduled pass; ``step`` is a :class:`recmas_graph.topology.Pass`."""
 
     @hookspec
-    def recmas_after_pass(self, system: Any, step: "Pass", record: dict[str, Any]) -> None:
+    def recmas_after_pass(self, system: "RecursiveSystem", step: "Pass", record: dict[str, Any]) -> None:
         """Called after each pass with its trace row.
 
         ``record`` holds ``agent``, ``round``, ``action``, ``device``, ``wall_s``,
@@ -160,7 +168,7 @@ class RunHooks:
         """
 
     @hookspec
-    def recmas_run_end(self, system: Any, result: Any) -> None:
+    def recmas_run_end(self, system: "RecursiveSystem", result: "RunResult") -> None:
         """Called once after the run with its :class:`recmas_graph.runtime.RunResult` (answers, trace, timings)."""
 
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .styles import STYLES, ReleaseError, ReleaseStyle, get_style
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["TASKED_PARADIGMS", "matching_style", "export_release"]
 
@@ -70,7 +73,7 @@ def _check_link(kind: str, link_spec: Any, expected: str, where: str) -> None:
                            hint="export it in our own format instead (the folder recmas train / calibrate wrote)")
 
 
-def export_release(system: Any, out: str | Path, *, style: str | None = None, task: str = "math") -> Path:
+def export_release(system: RecursiveSystem, out: str | Path, *, style: str | None = None, task: str = "math") -> Path:
     """Write ``system``'s models and links under ``out`` in the published layout; returns ``out``.
 
     ``style`` defaults to the released style whose agents and latent edges ``system`` has. ``task``

@@ -44,15 +44,19 @@ def _versions() -> dict[str, str]:
     return {"recmas_graph": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def save_pretrained(system: "RecursiveSystem", folder: str | Path, *, description: str | None = None) -> Path:
+def save_pretrained(system: "RecursiveSystem", folder: str | Path, *, description: str | None = None,
+                    link_dtype: str | None = None) -> Path:
     """Write ``system``'s topology, links and configuration to ``folder``; returns the folder.
+
+    ``link_dtype`` (e.g. ``"float16"``) stores the link tensors at that precision (half the
+    size); they load back into the dtype the links had (:func:`~.links.checkpoints.save_link`).
 
     Files of an earlier save in ``folder`` are overwritten; the configuration is written last, so
     a folder with a configuration is complete.
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    topology = save_system_links(system, out, description=description)
+    topology = save_system_links(system, out, description=description, storage_dtype=link_dtype)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -194,12 +194,14 @@ class RecursiveSystem(nn.Module):
         return system
 
     # ------------------------------------------------------------------ saving
-    def save_pretrained(self, folder: str | Path, *, description: str | None = None) -> Path:
+    def save_pretrained(self, folder: str | Path, *, description: str | None = None,
+                        link_dtype: str | None = None) -> Path:
         """Write this system to ``folder`` (topology, links as safetensors, a configuration with
-        versions; :mod:`.pretrained`), rebuilt by :meth:`from_pretrained`. No model is loaded."""
+        versions; :mod:`.pretrained`), rebuilt by :meth:`from_pretrained`. No model is loaded.
+        ``link_dtype="float16"`` stores the links at half the size; they load back as they were."""
         from .pretrained import save_pretrained
 
-        return save_pretrained(self, folder, description=description)
+        return save_pretrained(self, folder, description=description, link_dtype=link_dtype)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, registry: Any = None, **build: Any) -> "RecursiveSystem":

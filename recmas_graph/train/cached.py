@@ -18,7 +18,10 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["CALIBRATION_VERSION", "CORPUS_SAMPLES", "marked_links", "calibration_key", "cache_folder",
            "apply_cached_calibration"]
@@ -30,7 +33,7 @@ CORPUS_SAMPLES = 64
 MAX_TOKENS = 256
 
 
-def marked_links(system: Any) -> dict[str, list[tuple[str, str]]]:
+def marked_links(system: RecursiveSystem) -> dict[str, list[tuple[str, str]]]:
     """``{dataset: [("inner", agent) | ("outer", edge id), ...]}`` of the links marked ``calibrated:``
     that the topology's schedule uses (an agent that never thinks, such as a ``single`` baseline's
     answerer, leaves its inner link as it is)."""
@@ -57,7 +60,7 @@ def _tensor_digest(module: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def calibration_key(system: Any, corpus: str, links: list[tuple[str, str]]) -> str:
+def calibration_key(system: RecursiveSystem, corpus: str, links: list[tuple[str, str]]) -> str:
     """The cache key of fitting ``links`` of ``system`` on ``corpus`` (see the module docstring)."""
     chosen = set(links)
     agents = [[a.name, system.agents[a.name].ref, system.agents[a.name].hidden_size,
@@ -79,7 +82,7 @@ def cache_folder() -> Path:
     return cache_root() / "calibrated"
 
 
-def _load(system: Any, folder: Path, links: list[tuple[str, str]]) -> None:
+def _load(system: RecursiveSystem, folder: Path, links: list[tuple[str, str]]) -> None:
     from ..runtime.links.checkpoints import load_link_weights
     from ..runtime.links.export import link_files
 
@@ -90,7 +93,7 @@ def _load(system: Any, folder: Path, links: list[tuple[str, str]]) -> None:
         module.to(device)
 
 
-def _save(system: Any, folder: Path, links: list[tuple[str, str]], info: dict[str, Any]) -> None:
+def _save(system: RecursiveSystem, folder: Path, links: list[tuple[str, str]], info: dict[str, Any]) -> None:
     from ..runtime.links.export import save_links
 
     paths = save_links(system, folder, links)
@@ -98,7 +101,7 @@ def _save(system: Any, folder: Path, links: list[tuple[str, str]], info: dict[st
     (folder / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
-def _apply(system: Any, registry: Any, corpus: str, links: list[tuple[str, str]],
+def _apply(system: RecursiveSystem, registry: Any, corpus: str, links: list[tuple[str, str]],
            on_stage: Callable[[str], None] | None) -> Path:
     """Fit ``links`` on ``corpus`` into a new cache entry unless one exists; load them from it."""
     from filelock import FileLock
@@ -130,7 +133,7 @@ def _apply(system: Any, registry: Any, corpus: str, links: list[tuple[str, str]]
     return folder
 
 
-def apply_cached_calibration(system: Any, registry: Any = None,
+def apply_cached_calibration(system: RecursiveSystem, registry: Any = None,
                              on_stage: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Fit (or load from the cache) every link of ``system`` marked ``calibrated:<dataset>``, in place.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,6 +21,9 @@ from ..runtime.pretrained import save_pretrained
 from .losses import link_loss
 from .pairs import TokenStates, encode_corpus, inner_pairs, outer_pairs
 from .closed_form import fit_link
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["LinkFit", "CalibrationReport", "calibrate", "fittable"]
 
@@ -72,7 +75,7 @@ def _loss(link: Any, x: torch.Tensor, e: torch.Tensor) -> float:
         return float(link_loss(apply_link(link, x).float().cpu(), e))
 
 
-def calibrate(system: Any, texts: Sequence[str], *, out: str | Path | None = None, seed: int = 0,
+def calibrate(system: RecursiveSystem, texts: Sequence[str], *, out: str | Path | None = None, seed: int = 0,
               max_tokens: int = 256, batch_size: int = 8, skip_trained: bool = False,
               links: Iterable[tuple[str, str]] | None = None,
               progress: Callable[[str, int, int], None] | None = None) -> CalibrationReport:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import RunError
 
-__all__ = ["TrainSample", "read_train_data", "split_heldout", "make_train_data", "write_train_data", "answer_text", "json_line", "utf8_lines"]
+__all__ = ["TrainSample", "read_train_data", "split_heldout", "make_train_data", "write_train_data", "answer_text", "ANSWER_FORMATS", "cloze_sample", "json_line", "utf8_lines"]
 
 
 @dataclass(frozen=True)
@@ -84,18 +84,44 @@ def answer_text(sample: Any) -> str:
     return str(sample.gold)
 
 
+#: How a multiple-choice sample becomes training text: ``written`` (the question with its option
+#: lines, answered "The answer is B. text") or ``cloze`` (the question without its option lines,
+#: answered by the gold option's text after one space: exactly the continuation that likelihood
+#: scoring compares, so training lowers what ``acc`` reads).
+ANSWER_FORMATS: tuple[str, ...] = ("written", "cloze")
+
+
+def cloze_sample(sample: Any) -> TrainSample:
+    """A multiple-choice ``sample`` as likelihood scoring asks it: its stem, answered by the gold option's text."""
+    from ..eval.likelihood import choice_question
+
+    asked = choice_question(sample)
+    return TrainSample(sample.id, asked.question, asked.continuations[asked.gold])
+
+
 def make_train_data(dataset: str, registry: Any, *, train: int, heldout: int = 0, skip: int = 0,
-                    split: str | None = None) -> tuple[list[TrainSample], list[TrainSample]]:
+                    split: str | None = None, answers: str = "written") -> tuple[list[TrainSample], list[TrainSample]]:
     """Training and held-out samples from a dataset: samples ``skip .. skip+train`` and the ``heldout``
     after them (disjoint by construction). The answer is the worked solution where the dataset has
-    one (GSM8K, MATH-500), the correct option written out for multiple choice, else the gold answer."""
+    one (GSM8K, MATH-500), the correct option written out for multiple choice, else the gold answer;
+    ``answers="cloze"`` asks a multiple-choice dataset as likelihood scoring does (:data:`ANSWER_FORMATS`)."""
     from ..eval.datasets import resolve_dataset
 
-    samples = resolve_dataset(dataset, registry, split=split).load(skip + train + heldout)[skip:]
+    if answers not in ANSWER_FORMATS:
+        raise RunError(f"unknown answer format {answers!r}", culprit="--answers",
+                       hint=f"use one of: {', '.join(ANSWER_FORMATS)}")
+    data = resolve_dataset(dataset, registry, split=split)
+    if answers == "cloze" and data.task != "choice":
+        raise RunError(f"--answers cloze needs a multiple-choice dataset; {data.name} is a {data.task} dataset",
+                       culprit="--answers", hint="use --answers written, or a multiple-choice dataset (arc_easy_val, ...)")
+    samples = data.load(skip + train + heldout)[skip:]
     if len(samples) < train + heldout:
         raise RunError(f"{dataset} has {len(samples) + skip} samples, fewer than the {skip + train + heldout} asked for",
                        culprit="--train/--heldout", hint="ask for fewer samples")
-    items = [TrainSample(s.id, s.question, answer_text(s)) for s in samples]
+    if answers == "cloze":
+        items = [cloze_sample(s) for s in samples]
+    else:
+        items = [TrainSample(s.id, s.question, answer_text(s)) for s in samples]
     return items[:train], items[train:]
 
 

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,6 +21,9 @@ from ..errors import RunError
 from ..runtime.options import RunOptions
 from .data import TrainSample
 from .losses import MSE_WEIGHT, link_loss
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["ROLE_FIELDS", "InnerObjective", "AnswerObjective", "default_targets", "target_field"]
 
@@ -36,7 +39,7 @@ def _fields(agent: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(f for f in (agent.name, role, ROLE_FIELDS.get(role)) if f))
 
 
-def default_targets(system: Any, sample: TrainSample | None = None) -> dict[str, str]:
+def default_targets(system: RecursiveSystem, sample: TrainSample | None = None) -> dict[str, str]:
     """Which text each agent's inner link trains on: the output agent's ``answer``; another agent
     the first field of its name, its role or its role's official field (``plan``, ``refined_plan``)
     that ``sample`` has, else the answer."""
@@ -52,7 +55,7 @@ def default_targets(system: Any, sample: TrainSample | None = None) -> dict[str,
 class InnerObjective:
     """The inner loop's loss over a batch of samples (see the module docstring)."""
 
-    def __init__(self, system: Any, *, targets: Mapping[str, str] | None = None, max_tokens: int = 256,
+    def __init__(self, system: RecursiveSystem, *, targets: Mapping[str, str] | None = None, max_tokens: int = 256,
                  mse_weight: float = MSE_WEIGHT) -> None:
         self.system, self.max_tokens, self.mse_weight = system, max_tokens, mse_weight
         self.targets = dict(targets) if targets is not None else None
@@ -85,7 +88,7 @@ class InnerObjective:
         return torch.stack(losses).mean(), tokens
 
 
-def target_field(system: Any, agent: str, sample: TrainSample) -> str:
+def target_field(system: RecursiveSystem, agent: str, sample: TrainSample) -> str:
     """The field of ``sample`` that holds ``agent``'s target text (see :func:`default_targets`)."""
     names = _fields(next(a for a in system.spec.agents if a.name == agent))
     for name in names:
@@ -105,7 +108,7 @@ class AnswerObjective:
     ``checkpoint`` recomputes the frozen models' passes in backward (gradient checkpointing).
     """
 
-    def __init__(self, system: Any, options: RunOptions | None = None, *, weights: Mapping[str, float] | None = None,
+    def __init__(self, system: RecursiveSystem, options: RunOptions | None = None, *, weights: Mapping[str, float] | None = None,
                  checkpoint: bool = False, **run_options: Any) -> None:
         self.system, self.checkpoint = system, checkpoint
         self.options = RunOptions.of(options, **run_options)  # task, rounds, latent_steps, text_message_tokens

@@ -8,9 +8,12 @@ hooks a third-party plugin uses, so the registry itself only registers and resol
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..plugins.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__: list[str] = []
 
@@ -33,7 +36,7 @@ def recmas_check_build(compiled: Any, registry: Any) -> None:
 
 
 @hookimpl(tryfirst=True)  # the links are fitted before other plugins finish the system
-def recmas_system_built(system: Any, registry: Any, on_stage: Callable[[str], None] | None) -> None:
+def recmas_system_built(system: RecursiveSystem, registry: Any, on_stage: Callable[[str], None] | None) -> None:
     if _corpora(system.compiled):
         from .cached import apply_cached_calibration
 

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import asdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RunError
 from ..topology.spec import dump_topology
@@ -20,6 +20,9 @@ from .data import TrainSample, split_heldout
 from ..runtime.pretrained import save_pretrained
 from .loop import StepInfo, TrainConfig, Trainer, TrainReport
 from .objectives import AnswerObjective, InnerObjective, target_field
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["KINDS", "train_links"]
 
@@ -47,7 +50,7 @@ def _logged(path: Path) -> dict[str, float | None]:
     return {"first": first, "last": last, "val": val}
 
 
-def train_links(system: Any, kind: str, data: Sequence[TrainSample], out: str | Path, config: TrainConfig, *,
+def train_links(system: RecursiveSystem, kind: str, data: Sequence[TrainSample], out: str | Path, config: TrainConfig, *,
                 heldout: float = 0.1, resume: bool = False, task: str = "math", rounds: int | None = None,
                 latent_steps: int | None = None, max_tokens: int = 256,
                 target_weights: Mapping[str, float] | None = None, gradient_checkpointing: bool = False,

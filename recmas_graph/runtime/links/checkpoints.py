@@ -26,6 +26,8 @@ __all__ = [
     "Shape",
     "save_link",
     "read_link_config",
+    "STORAGE_DTYPES",
+    "recast_link",
     "read_state_dict",
     "link_weight_shapes",
     "load_link_weights",
@@ -51,24 +53,58 @@ def _config_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def save_link(module: nn.Module, path: str | Path, link_type: str, in_dim: int, out_dim: int,
-              options: Mapping[str, Any] | None = None) -> Path:
-    """Save ``module`` as ``<name>.safetensors`` plus ``<name>.json``; return the weights path."""
-    from safetensors.torch import save_file
+#: Storage dtypes a link file may be written in (``save_link(storage_dtype=...)``).
+STORAGE_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 
+
+def save_link(module: nn.Module, path: str | Path, link_type: str, in_dim: int, out_dim: int,
+              options: Mapping[str, Any] | None = None, *, storage_dtype: str | None = None) -> Path:
+    """Save ``module`` as ``<name>.safetensors`` plus ``<name>.json``; return the weights path.
+
+    ``storage_dtype`` (``float16``, ...) writes the floating tensors in that dtype (half the size
+    of float32); the config then records the module's own dtype as ``dtype``, and loading casts
+    back to it, so a link trained in float32 still runs in float32."""
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
-    config = {"format_version": LINK_FORMAT_VERSION, "type": link_type, "in_dim": int(in_dim),
-              "out_dim": int(out_dim), "options": dict(options or {})}
+    config: dict[str, Any] = {"format_version": LINK_FORMAT_VERSION, "type": link_type, "in_dim": int(in_dim),
+                              "out_dim": int(out_dim), "options": dict(options or {})}
+    state = {key: value.detach().to("cpu").contiguous() for key, value in module.state_dict().items()}
+    return _write_link(state, path, config, storage_dtype)
+
+
+def recast_link(source: str | Path, target: str | Path, storage_dtype: str) -> Path:
+    """Copy the link file ``source`` (ours: with its JSON config) to ``target`` with its tensors
+    stored in ``storage_dtype``, keeping the dtype it runs in (see :func:`save_link`)."""
+    source = Path(source)
+    config = read_link_config(source)
+    if config is None:
+        raise LinkError(f"{source} has no link config beside it (not a recmas_graph link file)", culprit=str(source),
+                        hint="recast the links written by recmas calibrate, recmas train or save_pretrained")
+    state = read_state_dict(source, str(source))
+    return _write_link(state, Path(target), dict(config), storage_dtype)
+
+
+def _write_link(state: dict[str, torch.Tensor], path: Path, config: dict[str, Any], storage_dtype: str | None) -> Path:
+    """Write ``state`` (cast to ``storage_dtype`` when given) and ``config`` as a link file pair."""
+    from safetensors.torch import save_file
+
+    if storage_dtype is not None:
+        if storage_dtype not in STORAGE_DTYPES:
+            raise LinkError(f"unknown storage dtype {storage_dtype!r}", culprit=str(path),
+                            hint=f"use one of: {', '.join(STORAGE_DTYPES)}")
+        floating = {v.dtype for v in state.values() if v.is_floating_point()}
+        if "dtype" not in config and len(floating) == 1:
+            config["dtype"] = str(floating.pop()).removeprefix("torch.")
+        stored = getattr(torch, storage_dtype)
+        state = {k: v.to(stored).contiguous() if v.is_floating_point() else v for k, v in state.items()}
     try:
         config_text = json.dumps(config, indent=2) + "\n"
     except TypeError as err:
         raise LinkError(f"link options are not JSON-serialisable: {err}", culprit=str(path),
                         hint="use numbers, strings, booleans, lists and dicts as link options") from None
-    state = {key: value.detach().to("cpu").contiguous() for key, value in module.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={"format": "pt", "recmas_link_type": link_type})
+    save_file(state, str(path), metadata={"format": "pt", "recmas_link_type": str(config.get("type"))})
     _config_path(path).write_text(config_text, encoding="utf-8")
     return path
 
@@ -228,8 +264,9 @@ def load_link_weights(module: nn.Module, path: str | Path, where: str, *,
                       dims: tuple[int, int] | None = None) -> nn.Module:
     """Load ``.safetensors`` or reference ``.pt`` weights into ``module`` strictly; return the module.
 
-    The module then runs in the dtype of the stored weights (a bf16 checkpoint gives a bf16 link, as
-    the reference code runs its adapters), when they share one floating dtype. ``dims``
+    The module then runs in the ``dtype`` its config records (a link stored at half precision to
+    save space, see :func:`save_link`), else in the dtype of the stored weights (a bf16 checkpoint
+    gives a bf16 link, as the reference code runs its adapters) when they share one. ``dims``
     (``(in_dim, out_dim)``) only adds the hidden sizes to a shape-mismatch message.
     """
     path = Path(path)
@@ -242,6 +279,14 @@ def load_link_weights(module: nn.Module, path: str | Path, where: str, *,
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise LinkError(f"loading {path} failed: {err}", culprit=where, hint=SHAPE_HINT) from None
+    config = read_link_config(path)
+    compute = config.get("dtype") if config is not None else None
+    if compute is not None:
+        if compute not in STORAGE_DTYPES:
+            raise LinkError(f"the link config beside {path} names an unknown dtype {compute!r}", culprit=where,
+                            hint=f"use one of: {', '.join(STORAGE_DTYPES)} (or drop the field)")
+        module.to(dtype=getattr(torch, compute))
+        return module
     stored = {v.dtype for v in state.values() if v.is_floating_point()}
     if len(stored) == 1:
         module.to(dtype=stored.pop())

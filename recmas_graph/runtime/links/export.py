@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...topology.spec import TopologySpec, dump_topology
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..system import RecursiveSystem
 
 __all__ = ["link_file_name", "link_files", "save_links", "save_system_links", "spec_with_weights"]
 
@@ -58,9 +61,11 @@ def link_files(links: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
     return paths
 
 
-def save_links(system: Any, out: str | Path, links: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+def save_links(system: RecursiveSystem, out: str | Path, links: Iterable[tuple[str, str]], *,
+               storage_dtype: str | None = None) -> dict[tuple[str, str], str]:
     """Save the named links of ``system`` under ``out/links/`` (our format, each with its JSON
-    config); returns each link's path relative to ``out`` (see :func:`link_files`)."""
+    config; tensors in ``storage_dtype`` when given, see :func:`~.checkpoints.save_link`); returns
+    each link's path relative to ``out`` (see :func:`link_files`)."""
     from .checkpoints import save_link
 
     folder = Path(out)
@@ -74,22 +79,25 @@ def save_links(system: Any, out: str | Path, links: Iterable[tuple[str, str]]) -
     for (kind, name), rel in paths.items():
         if kind == "inner":
             spec, size = by_agent[name].inner_link, width[name]
-            save_link(system.inner_links[name], folder / rel, spec.type, size, size, spec.options)
+            save_link(system.inner_links[name], folder / rel, spec.type, size, size, spec.options,
+                      storage_dtype=storage_dtype)
         else:
             edge = compiled.edge(name)
             save_link(system.outer_links[name], folder / rel, edge.link.type, width[edge.source], width[edge.target],
-                      edge.link.options)
+                      edge.link.options, storage_dtype=storage_dtype)
     return paths
 
 
-def save_system_links(system: Any, out: str | Path, *, agents: Iterable[str] | None = None,
-                      edges: Iterable[str] | None = None, description: str | None = None) -> Path:
-    """Save the links of ``system`` (default: every inner link and outer link) under ``out`` and
-    write ``out/topology.json`` pointing at them; returns the topology path."""
+def save_system_links(system: RecursiveSystem, out: str | Path, *, agents: Iterable[str] | None = None,
+                      edges: Iterable[str] | None = None, description: str | None = None,
+                      storage_dtype: str | None = None) -> Path:
+    """Save the links of ``system`` (default: every inner link and outer link; tensors in
+    ``storage_dtype`` when given) under ``out`` and write ``out/topology.json`` pointing at them;
+    returns the topology path."""
     folder = Path(out)
     chosen = [("inner", n) for n in (agents if agents is not None else system.inner_links)]
     chosen += [("outer", e) for e in (edges if edges is not None else system.outer_links)]
-    paths = save_links(system, folder, chosen)
+    paths = save_links(system, folder, chosen, storage_dtype=storage_dtype)
     inner = {name: rel for (kind, name), rel in paths.items() if kind == "inner"}
     outer = {name: rel for (kind, name), rel in paths.items() if kind == "outer"}
     new = spec_with_weights(system.compiled.spec, list(system.compiled.edge_ids), inner, outer)
