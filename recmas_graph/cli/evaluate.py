@@ -50,6 +50,15 @@ EVAL_FLAGS: dict[str, tuple[Any, Any]] = {
                                                            "acc_norm; the default for multiple-choice datasets); "
                                                            "generate: read the generated answer (the default "
                                                            "otherwise).")], None),
+    "samples": (Annotated[Optional[int], typer.Option("--samples", min=1, show_default=False,
+                                                      help="Draw N answers per question (seeded by --seed, the "
+                                                           "question and the draw): pass@k for k = 1..N and "
+                                                           "majority-vote accuracy (default: the dataset's, else "
+                                                           "1).")], None),
+    "judge": (Annotated[Optional[str], typer.Option("--judge", metavar="MODEL", show_default=False,
+                                                    help="Have this model (any loadable reference, e.g. "
+                                                         "pkg:smollm2-135m-instruct) judge each answer against "
+                                                         "the gold answer(s); verdicts go in the records.")], None),
 }
 with_eval_options = with_flags(EVAL_FLAGS, dict, "evaluation")
 
@@ -121,6 +130,7 @@ def eval_command(
         raise _interrupted(out, last) from None
     s = result.summary
     likelihood = s.get("scoring") == "likelihood"
+    _extra_lines(s)
     table = Table(title=f"{result.system} on {result.dataset}" + (" (likelihood)" if likelihood else ""),
                   title_justify="left")
     columns = ["acc %", "95% CI"] + (["norm %", "95% CI"] if likelihood else []) + ["n", "wall s", "s/q", "tokens",
@@ -183,22 +193,50 @@ def compare_command(
         console.print(Text("(no plot: install matplotlib, e.g. pip install 'recmas-graph[eval]')", style="dim"))
 
 
+def _extra_lines(s: dict[str, Any]) -> None:
+    """Print what an eval's summary has beyond accuracy: pass@k, majority vote, graded metrics, judge."""
+    parts = []
+    if s.get("pass_at_k"):
+        parts.append(", ".join(f"pass@{k} {_pct(v)}%" for k, v in s["pass_at_k"].items()) +
+                     f"; majority vote {_pct(s.get('majority_accuracy'))}% ({s['samples']} draws per question)")
+    if s.get("metrics"):
+        parts.append(", ".join(f"{k} {_pct(v)}%" for k, v in s["metrics"].items()))
+    if s.get("judge_accuracy") is not None:
+        parts.append(f"judge {_pct(s['judge_accuracy'])}% ({_pct(s['judge_ci_low'])}-{_pct(s['judge_ci_high'])}; "
+                     f"{s['judge_unparsed']} verdicts unparsed)")
+    for part in parts:
+        console.print(Text(part), soft_wrap=True)
+
+
 def compare_tables(rows: list[dict[str, Any]]) -> list[Table]:
-    """Two tables, one row per system each (so long system names fit 80 columns): accuracy with its
-    95% interval and McNemar's exact test against the first system; then time, tokens and memory."""
+    """Tables with one row per system each (so long system names fit 80 columns): accuracy with its
+    95% interval and McNemar's exact test against the first system; repeated sampling's pass@k and
+    majority vote, graded metrics (EM, F1, pass rate) and a judge's verdicts when there are any;
+    then time, tokens and memory."""
     from rich import box
 
     first = rows[0]["system"] if rows else ""
     n = rows[0]["n"] if rows else 0
     normed = any(row.get("acc_norm") is not None for row in rows)
-    accuracy = Table(title=f"accuracy ({n} samples each)", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    cost = Table(title="cost (all samples)", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    head = ("acc %", "95% CI", "p", "norm %", "p norm") if normed else ("acc %", "95% CI", "p vs first")
-    for table, columns in ((accuracy, head),
-                           (cost, ("wall s", "s/q", "tokens", "latent", "peak MB"))):
-        table.add_column("system", no_wrap=True)
+    ks = sorted({int(k) for row in rows for k in (row.get("pass_at_k") or {})})
+    shown = [k for k in ks if k in (1, 5, 10, ks[-1])]  # pass@1, @5, @10 and @N
+    graded = sorted({m for row in rows for m in (row.get("metrics") or {})})[:3]
+    judged = any(row.get("judge_accuracy") is not None for row in rows)
+
+    def table(title: str, columns: tuple[str, ...]) -> Table:
+        made = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+        made.add_column("system", no_wrap=True)
         for col in columns:
-            table.add_column(col, justify="right", no_wrap=True)
+            made.add_column(col, justify="right", no_wrap=True)
+        made.caption_justify = "left"
+        return made
+
+    head = ("acc %", "95% CI", "p", "norm %", "p norm") if normed else ("acc %", "95% CI", "p vs first")
+    accuracy = table(f"accuracy ({n} {'draws' if ks else 'samples'} each)", head)
+    more_head = tuple(f"pass@{k}" for k in shown) + (("maj %",) if ks else ()) + tuple(f"{m} %" for m in graded) + (
+        ("judge %", "p judge") if judged else ())
+    more = table("pass@k, metrics and judge" if more_head else "", more_head)
+    cost = table("cost (all samples)", ("wall s", "s/q", "tokens", "latent", "peak MB"))
     for row in rows:
         paired = row["paired"].get(first)
         cells = [_pct(row["accuracy"]), f"{_pct(row['ci_low'])}-{_pct(row['ci_high'])}",
@@ -207,11 +245,21 @@ def compare_tables(rows: list[dict[str, Any]]) -> list[Table]:
             norm = (paired or {}).get("norm")
             cells += [_pct(row.get("acc_norm")), "-" if norm is None else f"{norm['p_value']:.3f}"]
         accuracy.add_row(row["system"], *cells)
+        extra = [_pct((row.get("pass_at_k") or {}).get(str(k))) for k in shown]
+        extra += [_pct(row.get("majority_accuracy"))] if ks else []
+        extra += [_pct((row.get("metrics") or {}).get(m)) for m in graded]
+        if judged:
+            verdict = (paired or {}).get("judge")
+            extra += [_pct(row.get("judge_accuracy")), "-" if verdict is None else f"{verdict['p_value']:.3f}"]
+        more.add_row(row["system"], *extra)
         cost.add_row(row["system"], f"{row['wall_s']:.1f}", f"{row['per_sample_s'] or 0:.2f}",
                      str(row["generated_tokens"]), str(row["latent_steps"]), f"{row['peak_mem_bytes'] / 2**20:.0f}")
-    accuracy.caption = f"p: McNemar's exact test against {first} on the same samples" + (
+    accuracy.caption = (f"p: McNemar's exact test against {first} on the same samples" if not ks else
+                        f"acc: pass@1 (the mean over draws); p: an exact sign test per question against {first}") + (
         " (p norm: on acc_norm); norm: acc_norm, the log-likelihood per character of the option" if normed else "")
+    more.caption = "; ".join(part for part in (
+        f"pass@k: unbiased estimate over {ks[-1]} draws; maj %: the majority answer's accuracy" if ks else "",
+        "graded metrics averaged over records" if graded else "",
+        "judge %: the judge's verdicts; p judge: McNemar's test on them" if judged else "") if part)
     cost.caption = "peak MB: the most one pass added (CPU) or the device's peak (CUDA)"
-    for table in (accuracy, cost):
-        table.caption_justify = "left"
-    return [accuracy, cost]
+    return [accuracy, more, cost] if more_head else [accuracy, cost]

@@ -21,6 +21,9 @@ from .datasets import (BUILTIN_DATASETS, Dataset, DatasetError, Sample, jsonl_da
                        resolve_dataset, select_samples)
 from .evaluate import EvalProgress, EvalReport, evaluate
 from .likelihood import SCORINGS, ChoiceQuestion, choice_question
+from .official import OFFICIAL_TASKS
+from .openqa import exact_match, normalize_answer, token_f1
+from .passk import pass_at_k
 from .records import EvalError
 from .scoring import CHOICE_LETTERS, METRICS, Metric, Score, extract_choice, extract_code, get_metric, last_boxed
 from .stats import bootstrap_ci, mcnemar_exact
@@ -32,4 +35,5 @@ __all__ = [
     "evaluate", "EvalReport", "EvalProgress", "EvalError", "compare", "CompareReport",
     "BASELINES", "single", "all_text", "baseline", "bootstrap_ci", "mcnemar_exact",
     "SCORINGS", "ChoiceQuestion", "choice_question",
+    "pass_at_k", "exact_match", "token_f1", "normalize_answer", "OFFICIAL_TASKS",
 ]

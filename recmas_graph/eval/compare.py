@@ -5,7 +5,10 @@ adds the ``single`` and ``text`` baselines of each topology when asked, and writ
 ``DIR/compare.json`` (one row per system), ``DIR/compare.csv`` and ``DIR/compare.png``. Every pair of
 systems evaluated on the same samples gets McNemar's exact test, so a real difference can be told
 from noise. Systems scored by likelihood (multiple-choice datasets) add ``acc_norm``, its interval
-and its own paired test (``paired[other]["norm"]``).
+and its own paired test (``paired[other]["norm"]``). Systems sampled repeatedly (``samples=N``) add
+``pass_at_k`` (k = 1..N) and ``majority_accuracy``; their paired tests are exact sign tests per
+question on pass@1 (``paired[other]``) and on each pass@k (``paired[other]["pass_at_k"][k]``); a
+judge adds ``judge_accuracy`` and McNemar's test on its verdicts (``paired[other]["judge"]``).
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from .baselines import BASELINES, baseline, baseline_label
 from .datasets import Dataset
 from .evaluate import EvalProgress, EvalReport, evaluate
 from .records import write_json_atomic
-from .stats import mcnemar_exact, paired_counts
+from .stats import mcnemar_exact, paired_counts, paired_sign_counts
 
 __all__ = ["CompareReport", "compare", "ROW_KEYS"]
 
 #: The keys of every row of compare.json / compare.csv.
 ROW_KEYS = ("system", "accuracy", "ci_low", "ci_high", "n", "wall_s", "per_sample_s", "generated_tokens",
-            "latent_steps", "peak_mem_bytes", "scoring", "acc_norm", "acc_norm_ci_low", "acc_norm_ci_high")
+            "latent_steps", "peak_mem_bytes", "scoring", "acc_norm", "acc_norm_ci_low", "acc_norm_ci_high",
+            "samples", "majority_accuracy", "judge_accuracy")
 
 
 @dataclass
@@ -126,29 +130,49 @@ def compare(
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "compare.json", rows)
     with (folder / "compare.csv").open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(ROW_KEYS))
+        ks = sorted({int(k) for row in rows for k in (row.get("pass_at_k") or {})})
+        extra = [f"pass@{k}" for k in ks] + sorted({f"metric:{m}" for row in rows for m in row.get("metrics") or {}})
+        writer = csv.DictWriter(handle, fieldnames=list(ROW_KEYS) + extra)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: row[k] for k in ROW_KEYS})
+            flat = {f"pass@{k}": v for k, v in (row.get("pass_at_k") or {}).items()}
+            flat.update({f"metric:{m}": v for m, v in (row.get("metrics") or {}).items()})
+            writer.writerow({**{k: row[k] for k in ROW_KEYS}, **flat})
     plot = _plot(rows, folder / "compare.png")
     return CompareReport(rows, reports, folder, plot)
+
+
+def _test(n: int, b: int, c: int) -> dict[str, Any]:
+    return {"n": n, "only_this": b, "only_other": c, "p_value": mcnemar_exact(b, c)}
 
 
 def _rows(reports: Mapping[str, EvalReport]) -> list[dict[str, Any]]:
     correct = {name: r.correct_by_id for name, r in reports.items()}
     normed = {name: r.correct_norm_by_id for name, r in reports.items()}
+    judged = {name: r.judged_by_id for name, r in reports.items()}
     rows = []
     for name, report in reports.items():
         s = report.summary
-        row = {k: s.get(k) for k in ROW_KEYS if k != "system"}
-        row = {"system": name, **row}
+        row: dict[str, Any] = {"system": name, **{k: s.get(k) for k in ROW_KEYS if k != "system"}}
         row["scoring"] = s.get("scoring") or "generate"
+        row["samples"] = report.samples
+        if s.get("pass_at_k"):
+            row["pass_at_k"] = dict(s["pass_at_k"])
+        if s.get("metrics"):
+            row["metrics"] = dict(s["metrics"])
         row["paired"] = {}
         for other in reports:
             if other == name:
                 continue
-            n, b, c = paired_counts(correct[name], correct[other])
-            row["paired"][other] = {"n": n, "only_this": b, "only_other": c, "p_value": mcnemar_exact(b, c)}
+            if report.samples > 1 or reports[other].samples > 1:  # per question: sign tests on pass@k
+                ks = range(1, min(report.samples, reports[other].samples) + 1)
+                tests = {str(k): _test(*paired_sign_counts(report.pass_at_k_by_question(k),
+                                                           reports[other].pass_at_k_by_question(k))) for k in ks}
+                row["paired"][other] = {**tests["1"], "test": "sign", "pass_at_k": tests}
+            else:
+                row["paired"][other] = _test(*paired_counts(correct[name], correct[other]))
+            if judged[name] and judged[other]:
+                row["paired"][other]["judge"] = _test(*paired_counts(judged[name], judged[other]))
             if normed[name] and normed[other]:
                 n, b, c = paired_counts(normed[name], normed[other])
                 row["paired"][other]["norm"] = {"n": n, "only_this": b, "only_other": c,

@@ -18,7 +18,8 @@ name                      task    size   source
 ========================  ======  =====  ==================================================
 
 Local files: ``jsonl:PATH`` (or a path ending in ``.jsonl``) with one JSON object per line holding
-``question`` and ``answer`` and optionally ``task`` (default ``math``), ``id`` and any extra fields
+``question`` and ``answer`` (a list: several accepted answers, kept in ``meta["answers"]``) and
+optionally ``task`` (default ``math``), ``id`` and any extra fields
 (kept in ``meta``). A broken line is reported with the file and the line number.
 """
 
@@ -104,7 +105,9 @@ class Dataset:
     """A registered dataset: its name, task type, description and a loader of samples.
 
     ``loader()`` returns an iterable of :class:`Sample`; ``metric`` names the registered metric
-    that scores it (default: the task type's, see :data:`recmas_graph.eval.scoring.DEFAULT_METRIC_FOR_TASK`).
+    that scores it (default: the task type's, see :data:`recmas_graph.eval.scoring.DEFAULT_METRIC_FOR_TASK`);
+    ``samples`` is how many answers an evaluation draws per question by default (pass@k tasks);
+    ``local(path)``, when set, is the same dataset read from a local copy (``--dataset NAME:FILE``).
     """
 
     name: str
@@ -114,6 +117,8 @@ class Dataset:
     metric: str | None = None
     size: int | None = None
     source: str = ""
+    samples: int | None = None
+    local: Callable[[str], "Dataset"] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASK_TYPES:
@@ -430,8 +435,14 @@ def read_jsonl_samples(path: str | Path, *, default_task: str = "math",
                 raise DatasetError(f"unknown task {task!r}", culprit=where, hint=f"use one of: {', '.join(TASK_TYPES)}")
             used = {names[k] for k in ("question", "answer", "task", "id")}
             meta = {k: v for k, v in record.items() if k not in used}
+            answer = record[names["answer"]]
+            if isinstance(answer, list):  # several accepted answers: the first is the gold, all in meta["answers"]
+                if not answer:
+                    raise DatasetError("an empty list of answers", culprit=where, hint="give at least one answer")
+                meta.setdefault("answers", answer)
+                answer = answer[0]
             samples.append(Sample(str(record.get(names["id"], n)), str(record[names["question"]]),
-                                  str(record[names["answer"]]), task, meta))
+                                  str(answer), task, meta))
     return samples
 
 
@@ -480,11 +491,17 @@ def resolve_dataset(ref: str | PurePath | Dataset, registry: Any, *, split: str 
                     fields: Mapping[str, str] | None = None) -> Dataset:
     """A dataset by reference: a name registered in ``registry`` (``split`` picks another split of a
     packaged set), ``mmlu:<subject>``, ``jsonl:PATH`` or a ``.jsonl`` path (``fields`` maps its field
-    names, ``task`` is its default task type), or ``hf:NAME[:CONFIG]`` (needs ``datasets``)."""
+    names, ``task`` is its default task type), ``hf:NAME[:CONFIG]`` (needs ``datasets``), or
+    ``NAME:FILE``, a local copy of a registered dataset that reads one (the official task names,
+    :mod:`.official`)."""
     if isinstance(ref, Dataset):
         return ref
     if isinstance(ref, PurePath):  # a path object is a local file, whatever its suffix
         return jsonl_dataset(ref, default_task=task or "math", fields=fields)
+    name, _, path = ref.partition(":")
+    named = getattr(registry, "datasets", {}).get(name) if path else None
+    if named is not None and named.local is not None:  # NAME:FILE, a local copy of a registered dataset
+        return named.local(path)
     if ref.startswith("jsonl:") or ref.endswith((".jsonl", ".jsonl.gz")):
         return jsonl_dataset(ref.removeprefix("jsonl:"), default_task=task or "math", fields=fields)
     if ref.startswith("hf:"):

@@ -25,13 +25,16 @@ from ..errors import RunError
 from ..plugins.manager import Registry, default_registry
 from ..runtime.batches import Batch, run_batches
 from ..runtime.options import RunOptions
+from ..topology.catalog import resolve_model_source
 from ..topology.spec import TopologySpec, dump_topology
 from .datasets import Dataset, Sample, resolve_dataset, select_samples
 from .likelihood import ChoiceQuestion, best, choice_question, resolve_scoring
+from .passk import (check_samples, draw_id, draw_seed, group_draws, pass_at_k_by_question, same_answer,
+                    summarize_draws)
 from .records import RunFolder, write_json_atomic
 from .retry import needs_retry, retry_answers
 from .scoring import Metric, get_metric
-from .stats import bootstrap_ci
+from .stats import bootstrap_ci, bootstrap_mean_ci
 
 __all__ = ["EvalProgress", "EvalReport", "evaluate", "summarize", "reference_style"]
 
@@ -74,9 +77,23 @@ class EvalReport:
         return self.summary.get("acc_norm")
 
     @property
+    def samples(self) -> int:
+        """Answers drawn per question (1 unless the evaluation sampled repeatedly)."""
+        return int(self.summary.get("samples") or 1)
+
+    @property
     def correct_by_id(self) -> dict[str, bool]:
-        """Sample id -> correct (for paired tests)."""
+        """Sample id -> correct (for paired tests; with repeated sampling the ids are draws')."""
         return {str(r["id"]): bool(r["correct"]) for r in self.records}
+
+    def pass_at_k_by_question(self, k: int = 1) -> dict[str, float]:
+        """Question id -> its pass@k (unbiased estimator; one draw: 1.0 or 0.0), for paired tests."""
+        return pass_at_k_by_question(self.records, k)
+
+    @property
+    def judged_by_id(self) -> dict[str, bool]:
+        """Record id -> the judge's verdict (evaluations with ``judge=``; empty otherwise)."""
+        return {str(r["id"]): bool(r["judge"]["correct"]) for r in self.records if isinstance(r.get("judge"), dict)}
 
     @property
     def correct_norm_by_id(self) -> dict[str, bool]:
@@ -124,10 +141,20 @@ def _fingerprint(samples: Sequence[tuple[str, Sample]]) -> str:
 
 def summarize(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any], *, seed: int = 0) -> dict[str, Any]:
     """The summary of ``records``: accuracy with a 95% bootstrap interval (likelihood scoring:
-    ``acc_norm`` with its own), counts, time, tokens, memory."""
+    ``acc_norm`` with its own), counts, time, tokens, memory. With repeated sampling
+    (``config["run"]["samples"]`` > 1) accuracy is the mean over draws (= pass@1), its interval
+    resamples questions, and ``pass_at_k`` and ``majority_accuracy`` come along (:mod:`.passk`);
+    graded metrics (records' ``scores``: EM, F1, pass rate) are averaged in ``metrics``; a judge's
+    verdicts give ``judge_accuracy``."""
     n = len(records)
     correct = [bool(r["correct"]) for r in records]
-    lo, hi = bootstrap_ci(correct, seed=seed)
+    run = dict(config.get("run") or {})
+    samples = int(run.get("samples") or 1)
+    if samples > 1:
+        lo, hi = bootstrap_mean_ci([sum(bool(r["correct"]) for r in d) / len(d)
+                                    for d in group_draws(records).values()], seed=seed)
+    else:
+        lo, hi = bootstrap_ci(correct, seed=seed)
     wall = sum(float(r["wall_s"]) for r in records)
     scoring = str(dict(config.get("run") or {}).get("scoring", "generate"))
     norm = [bool(r["acc_norm"]) for r in records if "acc_norm" in r]
@@ -145,7 +172,38 @@ def summarize(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any], *
         "latent_steps": sum(int(r["latent_steps"]) for r in records),
         "peak_mem_bytes": max((int(r.get("peak_mem_bytes", 0)) for r in records), default=0),
         "config": dict(config), "hash": config.get("hash"), "seed": seed, "versions": _versions(),
+        **_graded(records), **_judged(records, seed), **(_drawn(records, samples, run) if samples > 1 else {}),
     }
+
+
+def _graded(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``metrics``: the mean of each graded value of the records' ``scores`` (absent when none has any)."""
+    sums: dict[str, list[float]] = {}
+    for record in records:
+        for key, value in dict(record.get("scores") or {}).items():
+            sums.setdefault(key, []).append(float(value))
+    return {"metrics": {k: sum(v) / len(v) for k, v in sums.items()}} if sums else {}
+
+
+def _judged(records: Sequence[Mapping[str, Any]], seed: int) -> dict[str, Any]:
+    """``judge_accuracy`` (with its interval) and ``judge_unparsed`` for records a judge saw."""
+    verdicts = [r["judge"] for r in records if isinstance(r.get("judge"), dict)]
+    if not verdicts:
+        return {}
+    right = [bool(v["correct"]) for v in verdicts]
+    lo, hi = bootstrap_ci(right, seed=seed)
+    return {"judge_accuracy": sum(right) / len(right), "judge_ci_low": lo, "judge_ci_high": hi,
+            "judge_unparsed": sum(1 for v in verdicts if v.get("verdict") is None)}
+
+
+def _drawn(records: Sequence[Mapping[str, Any]], samples: int, run: Mapping[str, Any]) -> dict[str, Any]:
+    """The repeated-sampling summary (pass@k, majority vote) of ``records``."""
+    metric = str(run.get("metric", ""))
+    return summarize_draws(records, samples, same=same_answer(metric), vote=metric not in _NO_VOTE)
+
+
+#: Metrics whose predictions are not answers a vote can compare (programs).
+_NO_VOTE = frozenset({"code_tests", "code_test_list", "code_io_tests"})
 
 
 def evaluate(
@@ -174,6 +232,9 @@ def evaluate(
     ray_address: str | None = None,
     bucket: bool = True,
     scoring: str | None = None,
+    samples: int | None = None,
+    judge: str | None = None,
+    judge_options: Mapping[str, Any] | None = None,
     **run_options: Any,
 ) -> EvalReport:
     """Run ``system_or_topology`` on ``dataset`` and score it; write and return the records and summary.
@@ -200,6 +261,12 @@ def evaluate(
     log-likelihood after the output agent's final prompt, :mod:`.likelihood`; records get ``acc``
     (= ``correct``), ``acc_norm`` and the options' log-likelihoods) or ``"generate"`` (the default
     otherwise: the generated answer, read by the metric).
+    ``samples=N`` draws ``N`` answers per question (default: the dataset's, else 1), each with a seed
+    derived from ``(seed, question id, draw)`` (:func:`~.passk.draw_seed`), each a record (id
+    ``QUESTION@DRAW``); the summary adds ``pass_at_k`` for k = 1..N and ``majority_accuracy``.
+    ``judge`` (a model reference) has that model judge every generated answer against the gold
+    answer(s) (:mod:`.judge`; ``judge_options``: ``batch_size``, ``max_new_tokens``, ``device``,
+    ``dtype``); verdicts are stored in the records, so a resumed evaluation never judges twice.
     """
     from ..runtime.system import RecursiveSystem
 
@@ -214,14 +281,25 @@ def evaluate(
     if batch_size < 1:
         raise RunError(f"batch_size must be at least 1, got {batch_size}", culprit="--batch-size")
     data = resolve_dataset(dataset, registry, split=split, task=task, fields=fields)
+    draws = check_samples(samples if samples is not None else (data.samples or 1))
     mode = resolve_scoring(scoring, data)
+    if mode == "likelihood" and (draws > 1 or judge is not None):
+        what = "--samples" if draws > 1 else "--judge"
+        raise RunError(f"{what} applies to generated answers; likelihood scoring samples nothing and reads no "
+                       "answer", culprit=what, hint=f"drop {what}, or pass --scoring generate")
     if mode == "likelihood" and (metric is not None or retry):
         raise RunError(f"{'--metric' if metric is not None else '--retry'} applies to generated answers; likelihood "
                        "scoring picks the option with the largest log-likelihood", culprit="--scoring likelihood",
                        hint=f"drop {'--metric' if metric is not None else '--retry'}, or pass --scoring generate")
     scorer: Metric = get_metric(metric or data.metric_name, registry)
-    samples = _unique_ids(select_samples(data, limit=limit, shuffle=shuffle, seed=seed))
-    asked = {sid: choice_question(sample) for sid, sample in samples} if mode == "likelihood" else {}
+    chosen = _unique_ids(select_samples(data, limit=limit, shuffle=shuffle, seed=seed))
+    judge_spec = None
+    if judge is not None:
+        from .judge import JudgeSpec
+
+        judge_spec = JudgeSpec.of(judge, judge_options)
+        resolve_model_source(judge_spec.model, registry.model_sources)  # an unknown prefix fails before any load
+    asked = {sid: choice_question(sample) for sid, sample in chosen} if mode == "likelihood" else {}
     built: RecursiveSystem | None = system_or_topology if isinstance(system_or_topology, RecursiveSystem) else None
     compiled = built.compiled if built is not None else registry.compile(system_or_topology)  # names, specs, ...
     spec = compiled.spec
@@ -234,15 +312,26 @@ def evaluate(
         "build": build_options if built is None else {k: v for k, v in getattr(built, "build_options", {}).items()
                                                       if k not in ("low_memory", "backend")},
         "dataset": {"name": data.name, "split": split, "limit": limit, "shuffle": shuffle, "seed": seed,
-                    "fields": dict(fields or {}), "task": task, "n": len(samples),
-                    "samples": _fingerprint(samples)},
+                    "fields": dict(fields or {}), "task": task, "n": len(chosen),
+                    "samples": _fingerprint(chosen)},
         "run": {**_run_config(opts), "retry": use_retry, "metric": scorer.name},
     }
     if mode == "likelihood":  # (absent for generation: folders of earlier versions resume)
         config["run"].update(scoring=mode, metric="likelihood")
+    if draws > 1:  # (absent for one draw: folders of earlier versions resume)
+        config["run"]["samples"] = draws
+    if judge_spec is not None:
+        config["run"]["judge"] = judge_spec.record()
+    # what runs: one item per (question, draw); one draw keeps the question's id and seed + position
+    work = [(draw_id(sid, d), s) if draws > 1 else (sid, s) for sid, s in chosen for d in range(draws)]
+    drawn = {draw_id(sid, d): (sid, d) for sid, _ in chosen for d in range(draws)} if draws > 1 else {}
+    seeds = ({iid: draw_seed(seed, *drawn[iid]) for iid, _ in work} if draws > 1
+             else {sid: seed + i for i, (sid, _) in enumerate(chosen)})
     with RunFolder.open(out, config, resume=resume, overwrite=overwrite) as folder:
-        order = {sid: i for i, (sid, _) in enumerate(samples)}
-        pending = [(sid, s) for sid, s in samples if sid not in folder.records]
+        order = {iid: i for i, (iid, _) in enumerate(work)}
+        pending = [(iid, s) for iid, s in work if iid not in folder.records]
+        by_id = dict(work)
+        judging = None  # the judge, loaded when a batch first needs it
         start = time.perf_counter()
         sharded = None
         owned = None  # a Ray-built system this evaluation started (its actors are stopped at the end)
@@ -250,8 +339,23 @@ def evaluate(
         def report() -> None:
             if progress is not None:
                 done = [r for sid, r in folder.records.items() if sid in order]
-                progress(EvalProgress(name, len(done), len(samples), sum(1 for r in done if r["correct"]),
+                progress(EvalProgress(name, len(done), len(work), sum(1 for r in done if r["correct"]),
                                       time.perf_counter() - start))
+
+        def finish(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            """Tag draws and judge a finished batch's records (before they are written: judged once)."""
+            nonlocal judging
+            for record in records:
+                if record["id"] in drawn:
+                    record["question_id"], record["draw"] = drawn[record["id"]]
+            if judge_spec is not None and records:
+                if judging is None:
+                    from .judge import Judge
+
+                    judging = Judge.load(judge_spec, registry=registry,
+                                         cache=dict(build or {}).get("model_cache"))
+                judging.judge_records(records, [by_id[r["id"]] for r in records])
+            return records
 
         by_task: dict[str, list[tuple[str, Sample]]] = {}
         for item in pending:
@@ -270,7 +374,7 @@ def evaluate(
                     if progress is not None and "on_model" not in how:
                         def stage(agent: str, ref: str) -> None:
                             text = ref if agent == "links" else f"loading {agent} ({ref})"
-                            progress(EvalProgress(name, 0, len(samples), 0, time.perf_counter() - start, stage=text))
+                            progress(EvalProgress(name, 0, len(work), 0, time.perf_counter() - start, stage=text))
                         how["on_model"] = stage
                     from ..distributed.choose import build_system
 
@@ -281,9 +385,10 @@ def evaluate(
                 if sharded is not None:
                     cut = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
                     how = {"options": opts.replace(task=sample_task, dataset=data.name), "retry": use_retry,
-                           "metric": scorer.name, "order": order, "scoring": mode}
+                           "metric": scorer.name, "order": order, "scoring": mode,
+                           "seeds": seeds}
                     for records in sharded.answer(cut, how, answer_batch):
-                        folder.append(records)
+                        folder.append(finish(records))
                         report()
                     continue
                 here = opts.replace(task=sample_task, dataset=data.name)
@@ -293,14 +398,15 @@ def evaluate(
                                           continuations=[asked[sid].continuations for sid, _ in items])
                 else:
                     batches = run_batches(built, [s.as_question() for _, s in items], here, batch_size=batch_size,
-                                          ids=[sid for sid, _ in items], seeds=[seed + order[sid] for sid, _ in items],
+                                          ids=[sid for sid, _ in items], seeds=[seeds[sid] for sid, _ in items],
                                           backoff=True)
                 for done in batches:
                     batch = [items[i] for i in done.positions]
                     if mode == "likelihood":
                         folder.append(_likelihood_records(batch, done, here, [asked[sid] for sid, _ in batch]))
                     else:
-                        folder.append(_records(built, batch, done, here, scorer, order=order, retry=use_retry))
+                        folder.append(finish(_records(built, batch, done, here, scorer, seeds=seeds,
+                                                      retry=use_retry)))
                     report()
         finally:
             if sharded is not None:
@@ -315,9 +421,11 @@ def evaluate(
 
 
 def answer_batch(system: Any, batch: Sequence[tuple[str, Sample]], *, scorer: Metric, options: RunOptions,
-                 order: Mapping[str, int], retry: bool, scoring: str = "generate") -> list[dict[str, Any]]:
+                 order: Mapping[str, int], retry: bool, scoring: str = "generate",
+                 seeds: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     """Run, retry (when asked) and score one batch of ``(id, sample)`` with ``options`` (their task,
     dataset and seed set); its records (what an evaluation writes; a Ray worker of a sharded one calls this).
+    Item ``id`` samples with ``seeds[id]`` (default: ``options.seed + order[id]``).
     ``scoring="likelihood"`` scores the options of multiple-choice samples instead (``scorer`` unused)."""
     records: list[dict[str, Any]] = []
     if scoring == "likelihood":
@@ -329,18 +437,20 @@ def answer_batch(system: Any, batch: Sequence[tuple[str, Sample]], *, scorer: Me
                                            [asked[i] for i in done.positions])
         return records
     seed = options.seed or 0
+    seeds = seeds if seeds is not None else {sid: seed + order[sid] for sid, _ in batch}
     for done in run_batches(system, [s.as_question() for _, s in batch], options, batch_size=len(batch),
-                            ids=[sid for sid, _ in batch], seeds=[seed + order[sid] for sid, _ in batch], backoff=True):
+                            ids=[sid for sid, _ in batch], seeds=[seeds[sid] for sid, _ in batch], backoff=True):
         part = [batch[i] for i in done.positions]  # the back-off may answer the batch in smaller parts
-        records += _records(system, part, done, options, scorer, order=order, retry=retry)
+        records += _records(system, part, done, options, scorer, seeds=seeds, retry=retry)
     return records
 
 
 def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, options: RunOptions, scorer: Metric, *,
-             order: Mapping[str, int], retry: bool) -> list[dict[str, Any]]:
-    """Retry (when asked) and score one finished batch of samples; their records."""
+             seeds: Mapping[str, int], retry: bool) -> list[dict[str, Any]]:
+    """Retry (when asked) and score one finished batch of samples (item ``id`` sampled with
+    ``seeds[id]``); their records."""
     task = options.task
-    seeds = [(options.seed or 0) + order[sid] for sid, _ in batch]
+    seeds_of = [seeds[sid] for sid, _ in batch]
     t0 = time.perf_counter()
     result = done.result
     outputs = list(result.answers)
@@ -351,7 +461,7 @@ def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, opti
         if pending:
             generation = options.resolve_generation(system.spec.settings_for(task, options.dataset))
             again = retry_answers(system, [outputs[j] for j in pending], task, generation=generation,
-                                  seeds=[seeds[j] for j in pending])
+                                  seeds=[seeds_of[j] for j in pending])
             for j, text in zip(pending, again):
                 outputs[j], retried[j] = text, True
     wall = (done.wall_s + time.perf_counter() - t0) / len(batch)
@@ -367,6 +477,7 @@ def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, opti
             "messages": {f"{edge}@{r}": texts[j] for (edge, r), texts in result.texts.items()},
             "retried": retried[j], "extraction": score.detail, "task": task,
             "answer_tokens": result.generated_tokens[j], "peak_mem_bytes": peak,
+            **({"scores": dict(score.values)} if score.values else {}),
         })
     return records
 

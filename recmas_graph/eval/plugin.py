@@ -15,9 +15,17 @@ __all__: list[str] = []
 
 @hookimpl
 def recmas_datasets() -> list[Dataset]:
-    return list(BUILTIN_DATASETS.values())
+    from .official import official_datasets
+    from .qa_datasets import OPEN_QA_DATASETS
+
+    official = {d.name: d for d in official_datasets(BUILTIN_DATASETS)}  # math500 and medqa read NAME:FILE too
+    return ([official.get(d.name, d) for d in BUILTIN_DATASETS.values()] + list(OPEN_QA_DATASETS.values())
+            + [d for name, d in official.items() if name not in BUILTIN_DATASETS])
 
 
 @hookimpl
 def recmas_metrics() -> list[Metric]:
-    return list(METRICS.values())
+    from .codetests import CODE_METRICS
+    from .openqa import OPEN_QA_METRICS
+
+    return list(METRICS.values()) + list(OPEN_QA_METRICS.values()) + list(CODE_METRICS.values())

@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 #: Seconds each math-verify parse and comparison may take.
@@ -58,11 +58,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Score:
-    """The verdict on one output: correct or not, the extracted answer (``None``: none found), a note."""
+    """The verdict on one output: correct or not, the extracted answer (``None``: none found), a note,
+    and graded ``values`` besides (e.g. ``{"em": 1.0, "f1": 0.8}``, ``{"pass_rate": 0.75}``: a record's
+    ``scores``, averaged in the summary's ``metrics``)."""
 
     correct: bool
     prediction: str | None
     detail: str = ""
+    values: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
