@@ -146,12 +146,23 @@ class Agent:
         return latent_rollout(self.backbone, inner, prompt, steps, use_cache=use_cache)
 
     def decode(self, prompt: PromptBatch, options: GenerationOptions, *, seeds: Sequence[int], stream: int = 0,
-               tool_choice: str = "auto", use_tools: bool = False) -> DecodeResult:
-        """Decode text after ``prompt``; with ``use_tools`` (and tools) through the tool loop."""
+               tool_choice: str = "auto", use_tools: bool = False,
+               on_text: Callable[[int, str], None] | None = None) -> DecodeResult:
+        """Decode text after ``prompt``; with ``use_tools`` (and tools) through the tool loop.
+
+        ``on_text(row, delta)`` receives each row's text as it is decoded (not through the tool
+        loop, whose transcript holds tool output: there it gets each row's whole text at the end).
+        """
         if use_tools and self.tools:
-            return decode_with_tools(self.model, self.prompter, prompt, options, self.tools, seeds=seeds,
-                                     stream=stream, eos_ids=self.eos_ids, tool_choice=tool_choice)
-        return decode(self.model, self.tokenizer, prompt, options, seeds=seeds, stream=stream, eos_ids=self.eos_ids)
+            result = decode_with_tools(self.model, self.prompter, prompt, options, self.tools, seeds=seeds,
+                                       stream=stream, eos_ids=self.eos_ids, tool_choice=tool_choice)
+            if on_text is not None:
+                for row, text in enumerate(result.texts):
+                    if text:
+                        on_text(row, text)
+            return result
+        return decode(self.model, self.tokenizer, prompt, options, seeds=seeds, stream=stream, eos_ids=self.eos_ids,
+                      on_text=on_text)
 
     def answer_loss(self, prompt: PromptBatch, answers: Sequence[str], *,
                     checkpoint: bool = False) -> tuple[torch.Tensor, int]:

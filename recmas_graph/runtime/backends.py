@@ -10,7 +10,7 @@ data, so a runner may execute passes in other processes or on other hosts.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,7 +24,7 @@ from .memory import PeakMemory
 from .messages import Message
 from .oom import OutOfMemory, free_cached_memory, raise_out_of_memory
 from .prefix import PrefixCache
-from .prompts import PromptBatch, left_pad
+from .prompts import OUTPUT_SYSTEM_FIELD, PromptBatch, left_pad
 from .results import TraceRecord
 from .scoring import ContinuationScore, score_continuations
 
@@ -157,6 +157,9 @@ class InProcessRunner:
         self.prefixes: PrefixCache | None = None
         #: Prompt positions the last run did not recompute thanks to :attr:`prefixes`.
         self.reused_tokens = 0
+        #: Streaming: ``on_text(row, delta)`` receives the answer text of each question as the output
+        #: agent decodes it (set for one run by ``RecursiveSystem.run(on_text=...)``).
+        self.on_text: Callable[[int, str], None] | None = None
 
     def begin_run(self, settings: RunSettings) -> None:
         """Start a run: keep its prompt prefixes (unless turned off, recomputing, or in low-memory
@@ -300,12 +303,15 @@ class InProcessRunner:
                 latent[item.slot] = value  # (B, m, H_agent)
             else:
                 text[item.slot] = list(value)
+        fields = s.fields
+        if not step.decode and any(OUTPUT_SYSTEM_FIELD in f for f in fields):  # the output agent's alone
+            fields = tuple({k: v for k, v in f.items() if k != OUTPUT_SYSTEM_FIELD} for f in fields)
         if trim_end:
             prompt = agent.prompter.build(s.questions, s.task, latent, text, senders, order, round=step.round,
-                                          rounds=s.rounds, fields=s.fields or None, trim_end=True)
+                                          rounds=s.rounds, fields=fields or None, trim_end=True)
         else:
             prompt = agent.build_prompts(s.questions, s.task, latent, text, senders, order, round=step.round,
-                                         rounds=s.rounds, fields=s.fields or None)
+                                         rounds=s.rounds, fields=fields or None)
         if self.prefixes is not None:
             prompt.reuse = self.prefixes.of(agent.model)
         return prompt
@@ -349,7 +355,7 @@ class InProcessRunner:
             target_loss = agent.answer_loss(prompt, s.agent_targets[step.agent, step.round], checkpoint=s.checkpoint)
         elif step.decode:
             decoded = agent.decode(prompt, s.generation, seeds=s.seeds, stream=stream_id(step.agent, step.round, "decode"),
-                                   tool_choice=s.tool_choice, use_tools=True)
+                                   tool_choice=s.tool_choice, use_tools=True, on_text=self.on_text)
             answers, counts, tool_calls = decoded.texts, decoded.generated_tokens, decoded.tool_calls
             generated = sum(counts)
             rows = [a + b for a, b in zip(rows, counts)]

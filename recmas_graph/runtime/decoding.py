@@ -32,7 +32,7 @@ from .prompts import PromptBatch
 from .sampling import row_keys, sample, stream_id
 
 __all__ = ["GenerationOptions", "DecodeResult", "Sampling", "decode", "stream_id", "eos_token_ids", "answer_end_id",
-           "END_OF_TURN_TOKENS"]
+           "END_OF_TURN_TOKENS", "TextCallback", "TextStream"]
 
 #: End-of-turn tokens of common chat templates: decoding also stops at these.
 END_OF_TURN_TOKENS: tuple[str, ...] = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>")
@@ -198,6 +198,52 @@ def _cut_after_stop(text: str, stops: Sequence[str]) -> str:
     return text if best is None else text[:best]
 
 
+#: A streaming callback: ``on_text(row, delta)`` with the next piece of row ``row``'s answer text.
+TextCallback = Callable[[int, str], None]
+
+
+class TextStream:
+    """Turns the tokens a decode produces, step by step, into text pieces per row (``on_text(row, delta)``).
+
+    A row's pieces joined are exactly its final text (:meth:`finish` sends what was held back). While
+    decoding, text the next token may still change is held back: an incomplete UTF-8 sequence (a
+    trailing replacement character) and, for tokenizers that clean up spaces before punctuation, the
+    last word; anything past the first stop string is never sent (the answer is cut after it).
+    """
+
+    def __init__(self, tokenizer: Any, rows: int, on_text: TextCallback, stops: Sequence[str] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.on_text = on_text
+        self.stops = tuple(stops)
+        self.words = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.sent: list[str] = [""] * rows
+
+    def push(self, tokens: Sequence[int], kept: Sequence[bool]) -> None:
+        """One decoding step: ``tokens[i]`` is row ``i``'s new token, counted in its answer when ``kept[i]``."""
+        for row, (token, keep) in enumerate(zip(tokens, kept)):
+            if not keep:
+                continue
+            self.ids[row].append(int(token))
+            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+            if self.stops:
+                text = _cut_after_stop(text, self.stops)
+            if self.words:
+                text = text[:max(text.rfind(" "), text.rfind("\n")) + 1]
+            self._send(row, text.rstrip("\ufffd"))
+
+    def finish(self, texts: Sequence[str]) -> None:
+        """The decode ended with ``texts``: send every row's remainder."""
+        for row, text in enumerate(texts):
+            self._send(row, text)
+
+    def _send(self, row: int, text: str) -> None:
+        sent = self.sent[row]
+        if len(text) > len(sent) and text.startswith(sent):
+            self.sent[row] = text
+            self.on_text(row, text[len(sent):])
+
+
 @torch.no_grad()
 def decode(
     model: nn.Module,
@@ -209,10 +255,13 @@ def decode(
     stream: int = 0,
     eos_ids: Sequence[int] | None = None,
     on_token: Callable[[], None] | None = None,
+    on_text: TextCallback | None = None,
 ) -> DecodeResult:
     """Decode after ``prompt`` with a KV cache, until end-of-sequence, a stop string or the length limit.
 
     ``seeds`` (one per row, default ``0, 1, ...``) and ``stream`` fix the sampling noise per row.
+    ``on_token()`` is called after every step; ``on_text(row, delta)`` receives each row's answer
+    text piece by piece as it is decoded (:class:`TextStream`: the pieces join to the row's text).
     Text is never differentiated: this runs without autograd.
     """
     embeds, mask = prompt.embeds, prompt.mask
@@ -228,6 +277,8 @@ def decode(
     out = torch.full((B, N), pad, dtype=torch.long, device=device)  # (B, N) generated ids
     unfinished = torch.ones(B, dtype=torch.bool, device=device)
     counts = torch.zeros(B, dtype=torch.long, device=device)
+    streamer = TextStream(tokenizer, B, on_text, options.stop) if on_text is not None else None
+
     def forward(e: torch.Tensor, m: torch.Tensor, p: torch.Tensor, c: Any) -> tuple[torch.Tensor, Any]:
         return lm_forward(model, e, m, p, c)
 
@@ -241,6 +292,8 @@ def decode(
         out[:, t] = token
         ended = torch.isin(token, eos) & unfinished
         counts += (unfinished & ~ended).long()
+        if streamer is not None:
+            streamer.push(token.tolist(), (unfinished & ~ended).tolist())
         if stop is not None:
             ended |= stop(out[:, : t + 1], scores) & unfinished
         unfinished &= ~ended
@@ -256,4 +309,6 @@ def decode(
     texts = [tokenizer.decode(row[:k], skip_special_tokens=True) for row, k in zip(rows, n)]
     if options.stop:
         texts = [_cut_after_stop(t, options.stop) for t in texts]
+    if streamer is not None:
+        streamer.finish(texts)
     return DecodeResult(texts, n)

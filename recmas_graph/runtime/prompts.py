@@ -22,7 +22,7 @@ from ..topology.roles import DEFAULT_SYSTEM_PROMPT, Role, slot_marker, split_at_
 if TYPE_CHECKING:  # pragma: no cover
     from .prefix import ModelPrefixes
 
-__all__ = ["PLAIN_PROMPT_FORMAT", "RAW_PROMPT_TAG", "PromptBatch", "Prompter", "left_pad"]
+__all__ = ["PLAIN_PROMPT_FORMAT", "RAW_PROMPT_TAG", "OUTPUT_SYSTEM_FIELD", "PromptBatch", "Prompter", "left_pad"]
 
 #: Prompt format for tokenizers without a chat template (e.g. base models such as Gemma-3-270M).
 PLAIN_PROMPT_FORMAT = "{system}\n\n### Question\n{user}\n\n### Answer\n"
@@ -31,6 +31,10 @@ PLAIN_PROMPT_FORMAT = "{system}\n\n### Question\n{user}\n\n### Answer\n"
 #: template or plain format), tokenised with the tokenizer's special tokens (a bos) as lm-eval's ``hf``
 #: model tokenises a context. A one-agent system of such a role scores as lm-eval's ``hf`` model does.
 RAW_PROMPT_TAG = "raw"
+
+#: A question's field (``run([{"question": ..., "output_system_prompt": ...}])``) that replaces the output
+#: agent's system prompt for that question (the other agents keep theirs; a bare role has none).
+OUTPUT_SYSTEM_FIELD = "output_system_prompt"
 
 
 @dataclass
@@ -119,15 +123,16 @@ class Prompter:
         tokenizer = self.loaded.tokenizer
         if self.raw:
             return user
+        system = (fields or {}).get(OUTPUT_SYSTEM_FIELD) or self.system_prompt
         if not self.loaded.has_chat_template:
-            return PLAIN_PROMPT_FORMAT.format(system=self.system_prompt, user=user)
-        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
+            return PLAIN_PROMPT_FORMAT.format(system=system, user=user)
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         try:
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                  enable_thinking=False)
         except Exception:
             # Some templates refuse a system turn (e.g. older Gemma): fold it into the user turn.
-            messages = [{"role": "user", "content": f"{self.system_prompt}\n\n{user}"}]
+            messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                  enable_thinking=False)
 

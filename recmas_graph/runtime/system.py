@@ -273,6 +273,7 @@ class RecursiveSystem(nn.Module):
         *,
         seeds: Sequence[int] | None = None,
         keep_messages: bool = False,
+        on_text: Callable[[int, str], None] | None = None,
         **overrides: Any,
     ) -> RunResult:
         """Answer a batch of questions by running the schedule wave by wave (no autograd).
@@ -284,15 +285,24 @@ class RecursiveSystem(nn.Module):
         top. The topology's settings for the task (and dataset) set the latent steps and the decoding
         that are not given. Question ``i`` samples with seed ``seeds[i]`` (default ``seed + i``), so
         an answer does not depend on its batch-mates. ``keep_messages`` keeps every latent message
-        and the thoughts in the result.
+        and the thoughts in the result. ``on_text(i, delta)`` receives question ``i``'s answer piece by
+        piece as the output agent decodes it (the pieces join to the answer; a runner that cannot stream,
+        such as the Ray backend's, sends nothing: the caller has the answers when ``run`` returns).
         """
         opts = RunOptions.of(options, **overrides)
         generation = opts.resolve_generation(self.spec.settings_for(opts.task, opts.dataset))
         schedule = self.plan(opts.rounds)
         settings = self._settings(questions, opts, generation=generation, rounds=schedule.rounds, seeds=seeds,
                                   keep=keep_messages)
-        with torch.inference_mode():
-            result = execute(schedule, self.runner, settings, hooks=self.hooks, system=self, keep=keep_messages)
+        streams = on_text is not None and hasattr(self.runner, "on_text")
+        if streams:
+            self.runner.on_text = on_text  # type: ignore[attr-defined]
+        try:
+            with torch.inference_mode():
+                result = execute(schedule, self.runner, settings, hooks=self.hooks, system=self, keep=keep_messages)
+        finally:
+            if streams:
+                self.runner.on_text = None  # type: ignore[attr-defined]
         # kept tensors leave inference mode as normal tensors (usable with autograd and in place)
         result.messages = {k: v.clone() for k, v in result.messages.items()}
         result.thoughts = {k: v.clone() for k, v in result.thoughts.items()}
