@@ -17,7 +17,7 @@ Runtime names are imported on first use.
 from __future__ import annotations
 
 from ._lazy import lazy_exports
-from .api import compile, from_pretrained
+from .api import compile, from_pretrained, search
 from .errors import LinkError, ModelSourceError, PluginError, RecmasError, RunError, SpecError, TopologyError
 from .plugins import Registry, default_registry, hookimpl
 from .topology import (AgentSpec, CompiledTopology, EdgeSpec, Input, LinkSpec, LinkType, ModelSource, Pass, Problem,
@@ -28,7 +28,7 @@ from ._version import __version__
 
 __all__ = [
     "__version__",
-    "compile", "from_pretrained",
+    "compile", "from_pretrained", "search",
     "RecmasError", "SpecError", "TopologyError", "ModelSourceError", "LinkError", "PluginError", "RunError",
     "AgentSpec", "EdgeSpec", "LinkSpec", "TopologySpec", "TopologyBuilder",
     "parse_topology", "read_topology_file", "dump_topology", "topology_json_schema",

