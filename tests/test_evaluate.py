@@ -277,6 +277,18 @@ def test_baselines_come_from_the_topology(registry) -> None:
 # ------------------------------------------------------------------------------ compare
 
 
+def test_a_baseline_can_be_named_like_its_row_in_a_comparison(registry) -> None:
+    from recmas_graph.eval.compare import _entries
+
+    entries = _entries(["sequential_light", "sequential_light:single", "sequential_light:text"], registry, False)
+    assert [name for name, _ in entries] == ["sequential_light", "sequential_light:single", "sequential_light:text"]
+    single, text = entries[1][1].spec, entries[2][1].spec
+    assert [a.name for a in single.agents] == ["solver"] and not single.edges
+    assert {e.medium for e in text.edges} == {"text"}
+    with pytest.raises(rg.RecmasError, match="no_such"):
+        _entries(["no_such:single"], registry, False)
+
+
 def test_compare_writes_table_csv_json_png_with_paired_tests(tmp_path: Path, registry, cache) -> None:
     report = rg.compare(["distillation_mini"], "arc_easy", out=tmp_path / "cmp", registry=registry, limit=4,
                         build={"models": "tiny", "model_cache": cache}, **FAST)

@@ -17,7 +17,6 @@ import recmas_graph as rg
 from recmas_graph import RunError, TopologyBuilder
 from recmas_graph.cli import main
 from recmas_graph.plugins import Registry, hookimpl, resolve_topology
-from recmas_graph.plugins.builtin import topologies_dir
 from recmas_graph.runtime.backends import InProcessRunner, PassRequest, RunSettings
 from recmas_graph.runtime.decoding import GenerationOptions
 from recmas_graph.runtime.links.build import embedding_rms
@@ -29,9 +28,10 @@ from recmas_graph.runtime.sources.tiny import tiny_counterpart
 from recmas_graph.runtime.system import RecursiveSystem
 from recmas_graph.topology.roles import slot_marker
 from recmas_graph.topology.spec import parse_topology
+from _builtin import TINY_BUILDABLE
 
 GREEDY = GenerationOptions(max_new_tokens=6, do_sample=False)
-BUILTIN = sorted(p.stem for p in topologies_dir().glob("*.json"))
+BUILTIN = TINY_BUILDABLE
 ROOT = Path(__file__).resolve().parent.parent
 
 

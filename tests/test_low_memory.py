@@ -8,14 +8,14 @@ import torch
 import recmas_graph as rg
 from recmas_graph.cli import main
 from recmas_graph.errors import RunError
-from recmas_graph.plugins.manager import default_registry
 from recmas_graph.runtime.backends import InProcessRunner
+from _builtin import TINY_BUILDABLE
 
 QUESTIONS = ["What is 2 + 3?", "Name a prime number."]
 RUN = dict(greedy=True, max_new_tokens=10, latent_steps=3, rounds=2)
 
 
-@pytest.mark.parametrize("name", sorted(default_registry().topologies))
+@pytest.mark.parametrize("name", TINY_BUILDABLE)
 def test_low_memory_gives_the_same_answers_with_one_model_loaded(name: str, monkeypatch) -> None:
     compiled = rg.compile(name)
     normal = compiled.build(models="tiny").run(QUESTIONS, keep_messages=True, **RUN)

@@ -40,7 +40,8 @@ def test_run_eval_and_compare_take_the_same_run_and_build_flags() -> None:
         assert shared <= flags, f"recmas {name} lacks {sorted(shared - flags)}"
     # every run option eval accepts, run accepts too (eval's own are about datasets and records)
     own = {"--dataset", "--out", "--limit", "--split", "--shuffle", "--field", "--overwrite", "--retry", "--no-retry",
-           "--metric", "--workers", "--bucket", "--no-bucket", "--baselines", "--scoring"}
+           "--metric", "--workers", "--bucket", "--no-bucket", "--baselines", "--scoring",
+           "--samples", "--judge"}  # draws per question and the judge: how the records are made and scored
     assert evaluate - own <= run
 
 

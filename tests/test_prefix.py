@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recmas_graph.plugins.builtin import topologies_dir
 from recmas_graph.runtime.decoding import GenerationOptions, decode
 from recmas_graph.runtime.forward import backbone_of
 from recmas_graph.runtime.prefix import MIN_REUSE, ModelPrefixes, PrefixCache, prefill
 from recmas_graph.runtime.prompts import left_pad
 from recmas_graph.runtime.rollout import latent_rollout
 from recmas_graph.runtime.sources.loaded import ModelCache
+from _builtin import TINY_BUILDABLE
 
-BUILTIN = sorted(p.stem for p in topologies_dir().glob("*.json"))
+BUILTIN = TINY_BUILDABLE
 QUESTIONS = ["What is 2 + 3?", "A farmer has 17 sheep and buys 5 more. How many sheep are there now?"]
 RUN = dict(greedy=True, max_new_tokens=10, latent_steps=3, rounds=2, keep_messages=True)
 

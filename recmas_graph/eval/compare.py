@@ -54,11 +54,23 @@ def _folder_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", label)
 
 
+def _compile(ref: Any, registry: Registry) -> Any:
+    """``ref`` compiled; ``"T:single"`` / ``"T:text"`` (a baseline's label) is that baseline of topology ``T``."""
+    if isinstance(ref, str) and ref.rpartition(":")[2] in BASELINES and ref not in registry.topologies \
+            and not Path(ref).is_file():
+        base, _, name = ref.rpartition(":")
+        compiled = registry.compile(base)
+        return compile_topology(baseline(compiled.spec, name), registry, base_dir=compiled.base_dir)
+    return registry.compile(ref)
+
+
 def _entries(systems: Sequence[Any], registry: Registry, baselines: bool) -> list[tuple[str, Any]]:
     entries: list[tuple[str, Any]] = []
     for item in systems:
         label, ref = item if isinstance(item, tuple) else (None, item)
-        compiled = ref.compiled if hasattr(ref, "compiled") else registry.compile(ref)
+        compiled = ref.compiled if hasattr(ref, "compiled") else _compile(ref, registry)
+        if label is None and isinstance(ref, str) and compiled.spec.name != ref and ref.rpartition(":")[2] in BASELINES:
+            label = ref  # "T:single", as --baselines labels it
         name = label or compiled.spec.name
         entries.append((name, ref if hasattr(ref, "compiled") else compiled))
         if baselines:  # compiled against the same registry and folder (relative link weights keep working)
