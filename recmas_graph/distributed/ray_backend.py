@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,6 +32,9 @@ from ..topology.compile import CompiledTopology
 from ..topology.spec import dump_topology
 from .cluster import connect, require_ray, worker_setup
 from .shipping import ShippedRegistry, ship_registry
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["AgentHost", "RayRunner", "build_on_ray", "host_groups", "check_gpus", "unwrap"]
 
@@ -58,7 +61,7 @@ class AgentHost:
         self.device = device
         self.dtype = dtype
         self.labels = dict(labels or {})
-        self.system: Any = None
+        self.system: RecursiveSystem | None = None
         self.runner: InProcessRunner | None = None
         self._loaded: dict[str, Any] = {}
         self._agents: dict[str, Any] = {}
@@ -113,15 +116,22 @@ class AgentHost:
             f"outer_links.{e}." for e, edge in self.compiled.edges.items() if edge.target in self.names}
         return {k: v.detach().cpu() for k, v in system.state_dict().items() if any(k.startswith(p) for p in owned)}
 
+    def _built(self) -> tuple[RecursiveSystem, InProcessRunner]:
+        """This host's system and runner (:meth:`build` has run)."""
+        if self.system is None or self.runner is None:
+            raise RunError("this Ray agent host has not built its agents yet", culprit="AgentHost",
+                           hint="call build() first (RayRunner does)")
+        return self.system, self.runner
+
     def load_links(self, state: Mapping[str, torch.Tensor]) -> None:
         """Take the merged links (every process then holds the same ones)."""
-        self.system.load_state_dict(dict(state))
+        self._built()[0].load_state_dict(dict(state))
 
     def run_pass(self, request: PassRequest) -> PassResult:
         """Run one pass here; its messages come back on the CPU."""
         try:
             with torch.inference_mode():
-                result = self.runner.run_pass(request)
+                result = self._built()[1].run_pass(request)
         except OutOfMemory as err:
             free_cached_memory()  # give this actor's memory back before a smaller retry
             label = self.labels.get(request.step.agent, err.device)
@@ -136,16 +146,17 @@ class AgentHost:
     def continue_texts(self, agent: str, texts: Sequence[str], options: GenerationOptions, seeds: Sequence[int],
                        stream: int) -> list[str]:
         """The retry's continuation, with this host's model."""
-        return self.runner.continue_texts(agent, texts, options, seeds=seeds, stream=stream)
+        return self._built()[1].continue_texts(agent, texts, options, seeds=seeds, stream=stream)
 
     def begin_run(self, settings: RunSettings) -> None:
         """A run starts: keep its prompt prefixes here (the passes of its agents reuse them)."""
-        self.runner.begin_run(settings)
+        self._built()[1].begin_run(settings)
 
     def end_run(self) -> int:
         """The run ended: free its prefixes; how many prompt positions they saved."""
-        self.runner.end_run()
-        return self.runner.reused_tokens
+        runner = self._built()[1]
+        runner.end_run()
+        return runner.reused_tokens
 
 
 #: How long the end of a run waits for the actors to free their prompt prefixes.

@@ -12,7 +12,7 @@ written (a record is written once, by the caller, when its batch has finished).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import RunError
 from ..topology.compile import CompiledTopology
@@ -20,6 +20,9 @@ from ..topology.spec import dump_topology
 from .cluster import connect, worker_setup
 from .ray_backend import _compile, unwrap
 from .shipping import ShippedRegistry, ship_registry
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..plugins.manager import Registry
 
 __all__ = ["EvalWorker", "ShardedAnswerer"]
 
@@ -33,7 +36,7 @@ class EvalWorker:
         try:  # an actor whose constructor raises dies with a garbled message: keep the error for ready()
             worker_setup(threads)
             compiled = _compile(spec_json, base_dir, shipped)
-            self.registry = compiled.catalog
+            self.registry = cast("Registry", compiled.catalog)  # a shipped registry compiles it
             self.system = self.registry.build_system(compiled, **dict(build))
         except Exception as err:  # noqa: BLE001 - re-raised by ready()
             self.error = err

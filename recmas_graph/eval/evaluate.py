@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import RunError
 from ..plugins.manager import Registry, default_registry
@@ -35,6 +35,11 @@ from .records import RunFolder, write_json_atomic
 from .retry import needs_retry, retry_answers
 from .scoring import Metric, get_metric
 from .stats import bootstrap_ci, bootstrap_mean_ci
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.results import RunResult
+    from ..runtime.scoring import ScoreResult
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["EvalProgress", "EvalReport", "evaluate", "summarize", "reference_style"]
 
@@ -392,6 +397,8 @@ def evaluate(
                         report()
                     continue
                 here = opts.replace(task=sample_task, dataset=data.name)
+                if built is None:  # pragma: no cover - built above when not sharded
+                    raise RunError("no system to evaluate", culprit="evaluate()")
                 if mode == "likelihood":
                     batches = run_batches(built, [_likelihood_question(s, asked[sid]) for sid, s in items], here,
                                           batch_size=batch_size, ids=[sid for sid, _ in items], backoff=True,
@@ -412,7 +419,7 @@ def evaluate(
             if sharded is not None:
                 sharded.shutdown()
             if owned is not None:
-                owned.runner.shutdown()  # the actors this evaluation started
+                cast(Any, owned.runner).shutdown()  # the RayRunner's: the actors this evaluation started
         folder.reorder(order)  # dataset order, whatever order the batches ran in
         records = [r for sid, r in folder.records.items() if sid in order]
         summary = summarize(records, folder.config, seed=seed)
@@ -420,7 +427,7 @@ def evaluate(
         return EvalReport(name, data.name, folder.path, records, summary)
 
 
-def answer_batch(system: Any, batch: Sequence[tuple[str, Sample]], *, scorer: Metric, options: RunOptions,
+def answer_batch(system: RecursiveSystem, batch: Sequence[tuple[str, Sample]], *, scorer: Metric, options: RunOptions,
                  order: Mapping[str, int], retry: bool, scoring: str = "generate",
                  seeds: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     """Run, retry (when asked) and score one batch of ``(id, sample)`` with ``options`` (their task,
@@ -445,14 +452,14 @@ def answer_batch(system: Any, batch: Sequence[tuple[str, Sample]], *, scorer: Me
     return records
 
 
-def _records(system: Any, batch: Sequence[tuple[str, Sample]], done: Batch, options: RunOptions, scorer: Metric, *,
+def _records(system: RecursiveSystem, batch: Sequence[tuple[str, Sample]], done: Batch, options: RunOptions, scorer: Metric, *,
              seeds: Mapping[str, int], retry: bool) -> list[dict[str, Any]]:
     """Retry (when asked) and score one finished batch of samples (item ``id`` sampled with
     ``seeds[id]``); their records."""
     task = options.task
     seeds_of = [seeds[sid] for sid, _ in batch]
     t0 = time.perf_counter()
-    result = done.result
+    result = cast("RunResult", done.result)  # run, not scored
     outputs = list(result.answers)
     retried = [False] * len(batch)
     if retry:
@@ -490,7 +497,7 @@ def _likelihood_question(sample: Sample, asked: ChoiceQuestion) -> dict[str, str
 def _likelihood_records(batch: Sequence[tuple[str, Sample]], done: Batch, options: RunOptions,
                         asked: Sequence[ChoiceQuestion]) -> list[dict[str, Any]]:
     """The records of one scored batch: the picks of ``acc`` and ``acc_norm``, every option's score."""
-    result = done.result
+    result = cast("ScoreResult", done.result)
     wall = done.wall_s / len(batch)
     peak = max((r.peak_mem_bytes for r in result.trace), default=0)
     records = []

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import lm_eval.models  # noqa: F401  (fills lm-eval's registry first: an early registration would hide it)
@@ -49,6 +49,9 @@ from tqdm.auto import tqdm
 
 from ..errors import RunError
 from ..runtime.options import RunOptions
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["RecmasLM", "TASKS_DIR", "task_manager"]
 
@@ -86,7 +89,7 @@ class RecmasLM(LM):
         self,
         topology: str | None = None,
         *,
-        system: Any = None,
+        system: RecursiveSystem | None = None,
         models: str | None = None,
         baseline: str | None = None,
         task: str = "math",

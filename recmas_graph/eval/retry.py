@@ -13,9 +13,12 @@ template and no question. This module reproduces it; each record says whether it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .scoring import extract_choice, extract_code, last_boxed
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["RETRY_SUFFIX", "RETRY_TOKENS", "needs_retry", "retry_answers"]
 
@@ -40,7 +43,7 @@ def needs_retry(output: str, task: str, letters: str | None = None) -> bool:
     return last_boxed(output) is None
 
 
-def retry_answers(system: Any, outputs: Sequence[str], task: str, *, generation: Any,
+def retry_answers(system: RecursiveSystem, outputs: Sequence[str], task: str, *, generation: Any,
                   seeds: Sequence[int]) -> list[str]:
     """The retried answers: each ``output`` + newline + suffix + what the output agent writes next."""
     from ..runtime.sampling import stream_id

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ from .scoring import ContinuationScore, score_continuations
 if TYPE_CHECKING:  # pragma: no cover
     from .system import RecursiveSystem
 
-__all__ = ["RunSettings", "PassRequest", "PassResult", "PassRunner", "InProcessRunner", "RowLinks", "stack_prompts"]
+__all__ = ["RunSettings", "PassRequest", "PassResult", "PassRunner", "Streams", "InProcessRunner", "RowLinks", "stack_prompts"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +101,15 @@ class PassRunner(Protocol):
 
     # Optional: ``begin_run(settings)`` before a run's first wave and ``end_run()`` after its last
     # (the executor calls them when a runner has them), for state that lives for one run.
+
+
+@runtime_checkable
+class Streams(Protocol):
+    """A runner that can stream the answer text: ``RecursiveSystem.run(on_text=...)`` sets
+    :attr:`on_text` for one run. It is runner state, not a :class:`RunSettings` field, because the
+    settings are plain data sent to other processes and a callback is not."""
+
+    on_text: Callable[[int, str], None] | None
 
 
 def _in_mode(fn: Any, inference: bool, grad: bool) -> Any:
@@ -300,6 +309,7 @@ class InProcessRunner:
             senders[item.slot] = item.source
             order.append(item.slot)
             if item.medium == "latent":
+                assert isinstance(value, torch.Tensor), item.key  # the store holds what the edge's medium sends
                 latent[item.slot] = value  # (B, m, H_agent)
             else:
                 text[item.slot] = list(value)

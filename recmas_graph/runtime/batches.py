@@ -27,6 +27,7 @@ from .options import RunOptions
 if TYPE_CHECKING:
     from .results import RunResult
     from .scoring import ScoreResult
+    from .system import RecursiveSystem
 
 __all__ = ["Batch", "BatchError", "run_batches"]
 
@@ -57,7 +58,7 @@ class BatchError(RunError):
         self.ids = tuple(ids)
 
 
-def run_batches(system: Any, questions: Sequence[str | Mapping[str, str]], options: RunOptions | None = None, *,
+def run_batches(system: RecursiveSystem, questions: Sequence[str | Mapping[str, str]], options: RunOptions | None = None, *,
                 batch_size: int, ids: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
                 backoff: bool = False, continuations: Sequence[Sequence[str]] | None = None,
                 **run_options: Any) -> Iterator[Batch]:
@@ -85,12 +86,13 @@ def run_batches(system: Any, questions: Sequence[str | Mapping[str, str]], optio
         yield from _run_batch(system, questions, names, all_seeds, index, start, stop, backoff, opts, continuations)
 
 
-def _run_batch(system: Any, questions: Sequence[str | Mapping[str, str]], names: Sequence[str],
+def _run_batch(system: RecursiveSystem, questions: Sequence[str | Mapping[str, str]], names: Sequence[str],
                seeds: Sequence[int], index: int, start: int, stop: int, backoff: bool,
                options: RunOptions, continuations: Sequence[Sequence[str]] | None = None) -> Iterator[Batch]:
     """Run (or score) questions ``start:stop`` as one batch, or (``backoff``, out of memory) as halves."""
     t0 = time.perf_counter()
     oom: OutOfMemory | None = None
+    result: RunResult | ScoreResult
     try:
         if continuations is not None:
             result = system.score(list(questions[start:stop]), list(continuations[start:stop]), options)

@@ -8,12 +8,15 @@ passes. Run hooks (``recmas_run_start``, ``recmas_before_pass``, ``recmas_after_
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..topology.schedule import Schedule
 from .backends import PassRequest, PassRunner, RunSettings
 from .messages import MessageStore
 from .results import RunResult
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .system import RecursiveSystem
 
 __all__ = ["execute", "NO_HOOKS"]
 
@@ -30,7 +33,7 @@ NO_HOOKS: Any = _NoHooks()
 
 
 def execute(schedule: Schedule, runner: PassRunner, settings: RunSettings, *, hooks: Any = NO_HOOKS,
-            system: Any = None, keep: bool = False) -> RunResult:
+            system: RecursiveSystem | None = None, keep: bool = False) -> RunResult:
     """Run ``schedule`` with ``runner``; return the answers (or the loss), the trace and kept messages.
 
     ``keep`` keeps every message and the thoughts (on the CPU) in the result.
@@ -54,7 +57,7 @@ def execute(schedule: Schedule, runner: PassRunner, settings: RunSettings, *, ho
 
 
 def _walk(schedule: Schedule, runner: PassRunner, settings: RunSettings, store: MessageStore, result: RunResult,
-          start: float, hooks: Any, system: Any, keep: bool) -> None:
+          start: float, hooks: Any, system: RecursiveSystem | None, keep: bool) -> None:
     """Run the waves in order, putting each pass's messages in ``store`` and its outcome in ``result``."""
     for wave in schedule.waves:
         requests = [PassRequest(step, settings, store.gather(step.inputs)) for step in wave]

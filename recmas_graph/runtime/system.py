@@ -31,7 +31,7 @@ from ..topology.compile import CompiledTopology
 from ..topology.schedule import Schedule
 from ..topology.spec import SettingsSpec, TopologySpec
 from .agent import Agent
-from .backends import InProcessRunner, PassRunner, RunSettings
+from .backends import InProcessRunner, PassRunner, RunSettings, Streams
 from .decoding import GenerationOptions
 from .executor import NO_HOOKS, execute
 from .links.assemble import ModelFacts, build_system_links, self_fitting_links
@@ -294,15 +294,16 @@ class RecursiveSystem(nn.Module):
         schedule = self.plan(opts.rounds)
         settings = self._settings(questions, opts, generation=generation, rounds=schedule.rounds, seeds=seeds,
                                   keep=keep_messages)
-        streams = on_text is not None and hasattr(self.runner, "on_text")
-        if streams:
-            self.runner.on_text = on_text  # type: ignore[attr-defined]
+        runner = self.runner
+        streamer = runner if on_text is not None and isinstance(runner, Streams) else None
+        if streamer is not None:
+            streamer.on_text = on_text
         try:
             with torch.inference_mode():
-                result = execute(schedule, self.runner, settings, hooks=self.hooks, system=self, keep=keep_messages)
+                result = execute(schedule, runner, settings, hooks=self.hooks, system=self, keep=keep_messages)
         finally:
-            if streams:
-                self.runner.on_text = None  # type: ignore[attr-defined]
+            if streamer is not None:
+                streamer.on_text = None
         # kept tensors leave inference mode as normal tensors (usable with autograd and in place)
         result.messages = {k: v.clone() for k, v in result.messages.items()}
         result.thoughts = {k: v.clone() for k, v in result.thoughts.items()}

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RecmasError
 from ..runtime.options import RunOptions
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["mcp_server", "TOOL_NAME"]
 
@@ -35,7 +38,7 @@ def _server_class() -> tuple[Any, type[Exception]]:
         return FastMCP, ToolError1
 
 
-def mcp_server(system: Any, *, name: str | None = None, options: RunOptions | None = None) -> Any:
+def mcp_server(system: RecursiveSystem, *, name: str | None = None, options: RunOptions | None = None) -> Any:
     """An MCP server (``MCPServer``, or ``FastMCP`` on mcp 1.x) whose tool ``ask`` answers with ``system``.
 
     Run it with ``.run("stdio")``. ``options`` are the run options of every call (``rounds`` may be

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RecmasError
 from ..runtime.options import RunOptions
@@ -19,6 +19,9 @@ from ..runtime.prompts import OUTPUT_SYSTEM_FIELD
 from .batcher import Batcher
 from .errors import APIError, from_recmas
 from .metrics import ServeMetrics
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
 
 __all__ = ["ServeSettings", "ServedModel", "ServeState", "REQUEST_PARAMS"]
 
@@ -55,7 +58,7 @@ class ServeSettings:
 class ServedModel:
     """One built system served under ``name``."""
 
-    def __init__(self, name: str, system: Any, settings: ServeSettings, metrics: ServeMetrics) -> None:
+    def __init__(self, name: str, system: RecursiveSystem, settings: ServeSettings, metrics: ServeMetrics) -> None:
         self.name = name
         self.system = system
         self.settings = settings
@@ -130,7 +133,7 @@ class ServeState:
         #: The names being built (listed by ``/health`` while loading).
         self.expected: list[str] = []
 
-    def add(self, name: str, system: Any) -> ServedModel:
+    def add(self, name: str, system: RecursiveSystem) -> ServedModel:
         """Serve ``system`` as ``name``."""
         if name in self.models:
             raise ValueError(f"two systems named {name!r}: give each its own --name")
