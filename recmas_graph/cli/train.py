@@ -94,7 +94,7 @@ def _train(kind: str, topology: str, data: Path, out: Path, *, steps: int, batch
            warmup: int, weight_decay: float, grad_clip: float, eval_every: int, save_every: int, heldout: float,
            resume: bool, seed: int, task: str, rounds: Optional[int], latent_steps: Optional[int], max_tokens: int,
            models: Optional[str], model: Optional[list[str]], device: Optional[list[str]], dtype: Optional[str],
-           target_weight: Optional[list[str]] = None, gradient_checkpointing: bool = False) -> None:
+           target_weight: Optional[list[str]] = None, gradient_checkpointing: bool = False, workers: int = 1) -> None:
     from ..plugins.manager import default_registry
     from ..train.data import read_train_data
     from ..train.loop import TrainConfig
@@ -132,7 +132,7 @@ def _train(kind: str, topology: str, data: Path, out: Path, *, steps: int, batch
             result = train_links(system, kind, samples, out, config, heldout=heldout, resume=resume, task=task,
                                  rounds=rounds, latent_steps=latent_steps, max_tokens=max_tokens,
                                  target_weights=weights, gradient_checkpointing=gradient_checkpointing,
-                                 progress=report)
+                                 workers=workers, progress=report)
         except KeyboardInterrupt:
             saved = sorted((out / "checkpoints").glob("step_*.pt")) if (out / "checkpoints").is_dir() else []
             where = (f"the last checkpoint is {saved[-1].name}; add --resume to continue from it" if saved else
@@ -186,12 +186,16 @@ def _train_command(kind: str, summary: str) -> None:
         gradient_checkpointing: Annotated[bool, typer.Option(
             "--gradient-checkpointing", help="Outer loop: keep no activations of the frozen models; recompute them "
                                              "in the backward pass (less memory, about one more forward).")] = False,
+        workers: Annotated[int, typer.Option(
+            "--workers", min=1, help="Data-parallel worker processes on this machine (each with its own copy of the "
+                                     "models; one GPU each on CUDA): every --batch-size batch is shared between "
+                                     "them, with the same updates as one process.")] = 1,
     ) -> None:
         _train(kind, topology, data, out, steps=steps, batch_size=batch_size, accumulate=accumulate, lr=lr,
                warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every,
                save_every=save_every, heldout=heldout, resume=resume, seed=seed, task=task, rounds=rounds,
                latent_steps=latent_steps, max_tokens=max_tokens, models=models, model=model, device=device, dtype=dtype,
-               target_weight=target_weight, gradient_checkpointing=gradient_checkpointing)
+               target_weight=target_weight, gradient_checkpointing=gradient_checkpointing, workers=workers)
 
 
 _train_command("inner", "The inner loop: every agent's inner link learns h_t -> E[x_t+1] (1 - cos + MSE) on its "

@@ -1,4 +1,4 @@
-"""Rebuilding the caller's registry in a Ray actor or worker.
+"""Rebuilding the caller's registry in a Ray actor or worker (or a data-parallel training worker).
 
 Actors and workers compile the topology again in their own process. With the installed plugins
 alone, a role, link type, metric or tool that the caller registered with
@@ -7,7 +7,9 @@ rebuilds the caller's registry: the plugins given to ``Registry.create``, each p
 cloudpickle (a module travels by name and is imported there; an object or a class defined in a
 function travels by value), and whether entry points load. :meth:`ShippedRegistry.rebuild`
 makes the registry on the other side. A plugin that cannot travel is refused on the caller's side,
-and one that cannot be loaded on the other side is named there, each with the fix.
+and one that cannot be loaded on the other side is named there, each with the fix. Without Ray,
+the ``cloudpickle`` package packs the plugins (and without it, ``pickle``: plugins travel by
+import path only); ``where`` names the processes in the messages.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from ..errors import PluginError
 
 __all__ = ["ShippedRegistry", "ship_registry"]
 
-_FIX = ("make its module importable where Ray runs (install it as a package with a recmas_graph entry point, or "
-        "put it in the Ray runtime_env's py_modules), or define the plugin inside a function so it travels by value")
+_FIX = ("make its module importable in those processes (install it as a package with a recmas_graph entry point, "
+        "or for Ray put it in the runtime_env's py_modules), or define the plugin inside a function so it travels "
+        "by value")
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,8 @@ class ShippedRegistry:
     plugins: tuple[tuple[str, bytes], ...] = ()
     load_entrypoints: bool = True
 
-    def rebuild(self) -> Any:
-        """The registry (a :class:`~recmas_graph.plugins.Registry`), in this process."""
+    def rebuild(self, where: str = "a Ray process") -> Any:
+        """The registry (a :class:`~recmas_graph.plugins.Registry`), in this process (``where``, for messages)."""
         from ..plugins.manager import Registry, default_registry
 
         if not self.plugins and self.load_entrypoints:
@@ -43,25 +46,41 @@ class ShippedRegistry:
             try:
                 items.append((name, pickle.loads(blob)))
             except Exception as err:  # noqa: BLE001 - any failure to load is the plugin's
-                raise PluginError(f"the plugin {name!r} of the caller's registry cannot be loaded in a Ray process: "
+                raise PluginError(f"the plugin {name!r} of the caller's registry cannot be loaded in {where}: "
                                   f"{type(err).__name__}: {err}", culprit=f"plugin {name!r}", hint=_FIX) from None
         return Registry.create(items, load_entrypoints=self.load_entrypoints)
 
 
-def ship_registry(registry: Any) -> ShippedRegistry:
+def _pickler() -> Any:
+    """Ray's cloudpickle, else the cloudpickle package, else pickle (by import path only)."""
+    try:
+        from ray import cloudpickle
+
+        return cloudpickle
+    except ImportError:
+        pass
+    try:
+        import cloudpickle as packaged
+
+        return packaged
+    except ImportError:
+        return pickle
+
+
+def ship_registry(registry: Any, where: str = "Ray processes") -> ShippedRegistry:
     """Pack ``registry`` (a :class:`~recmas_graph.plugins.Registry`, or a catalog without plugins)
-    for a Ray process; a plugin that cannot be pickled is refused, named."""
+    for other processes (``where``, for messages); a plugin that cannot be pickled is refused, named."""
     given = tuple(getattr(registry, "given_plugins", ()))
     if not given:
         return ShippedRegistry((), bool(getattr(registry, "loaded_entrypoints", True)))
-    from ray import cloudpickle
+    cloudpickle = _pickler()
 
     packed = []
     for name, plugin in given:
         try:
             packed.append((name, cloudpickle.dumps(plugin)))
         except Exception as err:  # noqa: BLE001 - any failure to pickle is the plugin's
-            raise PluginError(f"the plugin {name!r} of this registry cannot be sent to Ray processes: "
+            raise PluginError(f"the plugin {name!r} of this registry cannot be sent to {where}: "
                               f"{type(err).__name__}: {err}", culprit=f"plugin {name!r}",
                               hint="keep unpicklable state (locks, open files, models) out of the plugin object, "
                                    "or " + _FIX) from None

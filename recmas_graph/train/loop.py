@@ -9,6 +9,12 @@ steps); checkpoints go to ``DIR/checkpoints/step_NNNNNN.pt`` (the last ``keep`` 
 to a temporary file and renamed, so a killed run leaves the previous one intact. TensorBoard gets
 the same scalars when it is installed. The library never prints: ``progress`` gets a
 :class:`StepInfo` after every step.
+
+Data-parallel (``parallel``, a :class:`~recmas_graph.train.parallel.DataParallel`): every worker
+runs this loop with the same links, reads the same global batches and computes its share of each
+(the objective's :class:`~recmas_graph.train.parallel.LossTerms`, scaled by the global
+denominators), the gradients are summed over the workers, and every worker takes the same step.
+Rank 0 alone validates (with ``loss_fn``, exactly as one process does), logs and saves.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import RunError
+from .parallel import DataParallel, LossTerms
 
 __all__ = ["TrainConfig", "StepInfo", "TrainReport", "Trainer", "lr_factor"]
 
@@ -103,13 +110,15 @@ class Trainer:
     scored (for tokens/s). ``modules`` (name -> module) are what a checkpoint saves and restores:
     every link of the system (the frozen ones too, so a resumed run cannot pair trained links with
     other frozen ones). ``val_data`` is scored with ``loss_fn`` under ``no_grad`` every
-    ``eval_every`` steps and at the end.
+    ``eval_every`` steps and at the end. ``parallel`` makes this process one worker of a
+    data-parallel run (see the module docstring); ``loss_fn`` then gives its loss as terms through
+    a ``terms(batch) -> LossTerms`` method (without one, ``loss`` is taken as a mean per token).
     """
 
     def __init__(self, params: Iterable[nn.Parameter], loss_fn: Callable[[Sequence[Any]], tuple[torch.Tensor, int]],
                  data: Sequence[Any], out: str | Path, config: TrainConfig, *, modules: Mapping[str, nn.Module],
                  val_data: Sequence[Any] = (), run_info: Mapping[str, Any] | None = None,
-                 progress: Callable[[StepInfo], None] | None = None) -> None:
+                 progress: Callable[[StepInfo], None] | None = None, parallel: DataParallel | None = None) -> None:
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise RunError("nothing to train: no link has trainable parameters", culprit="recmas train")
@@ -119,6 +128,8 @@ class Trainer:
         self.out, self.config, self.modules = Path(out), config, dict(modules)
         self.run_info = dict(run_info or {})
         self.progress = progress
+        self.parallel = parallel
+        self.writes = parallel is None or parallel.main  # the one process that logs and saves
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, config.warmup, config.steps))
@@ -261,6 +272,31 @@ class Trainer:
                 tokens += max(n, 1)
         return total / tokens
 
+    def _micro_loss(self, micro: int) -> tuple[torch.Tensor, float, int]:
+        """Micro-batch ``micro`` of this step: the loss to back-propagate, the global loss's value and
+        the global number of tokens. One process: ``loss_fn`` on the whole micro-batch. A worker:
+        its share's terms over the global denominators, so the workers' losses add up to the global one."""
+        batch = self.batch(self.step, micro)
+        if self.parallel is None:
+            with self._autocast():
+                loss, n = self.loss_fn(batch)
+            return loss, float(loss.detach()), n
+        with self._autocast():
+            terms = self._terms(self.parallel.shard(batch))
+        loss = terms.loss(self.parallel.sum(terms.denominators))
+        value, tokens = self.parallel.sum([float(loss.detach()), float(terms.tokens)])
+        return loss, value, int(tokens)
+
+    def _terms(self, batch: Sequence[Any]) -> LossTerms:
+        split = getattr(self.loss_fn, "terms", None)
+        if split is not None:
+            terms: LossTerms = split(batch)
+            return terms
+        loss, n = self.loss_fn(batch)  # a plain loss: taken as a mean per token
+        out = LossTerms(tokens=n)
+        out.add(loss * max(n, 1), max(n, 1))
+        return out
+
     def run(self, *, resume: bool = False) -> TrainReport:
         """Train up to ``config.steps`` (from the last checkpoint when ``resume``); return the report.
 
@@ -276,15 +312,19 @@ class Trainer:
                                hint="start without --resume (the folder has no checkpoints/)")
             self.load(path)
             resumed_from = self.step
-            self._trim_metrics()
+            if self.writes:
+                self._trim_metrics()
         elif self.latest_checkpoint() is not None:
             raise RunError(f"{self.out} holds another training run", culprit="--out",
                            hint="pass --resume to continue it, or choose another folder")
-        else:  # a run that stopped before its first checkpoint left only metrics: start again
+        elif self.writes:  # a run that stopped before its first checkpoint left only metrics: start again
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        for stale in self.checkpoints.glob("*.tmp") if self.checkpoints.is_dir() else ():
-            stale.unlink(missing_ok=True)  # a checkpoint cut short by a kill
-        self._open_writer()
+        if self.writes:
+            for stale in self.checkpoints.glob("*.tmp") if self.checkpoints.is_dir() else ():
+                stale.unlink(missing_ok=True)  # a checkpoint cut short by a kill
+            self._open_writer()
+        if self.parallel is not None:
+            self.parallel.barrier()  # every worker has read the folder before rank 0 writes to it
         start, first, last, val = time.perf_counter(), None, None, None
         try:
             while self.step < self.config.steps:
@@ -292,18 +332,19 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 total, tokens = 0.0, 0
                 for micro in range(self.config.accumulate):
-                    with self._autocast():
-                        loss, n = self.loss_fn(self.batch(self.step, micro))
+                    loss, value, n = self._micro_loss(micro)
                     if not loss.requires_grad:
                         raise RunError("the loss does not depend on any trained link", culprit="training",
                                        hint="the outer loop needs latent edges whose messages reach the answer (text "
                                             "edges carry no gradient); train the inner loop instead")
-                    if not torch.isfinite(loss):
-                        raise RunError(f"the loss is {float(loss)} at step {self.step + 1}", culprit="training",
+                    if not math.isfinite(value):
+                        raise RunError(f"the loss is {value} at step {self.step + 1}", culprit="training",
                                        hint="lower --lr, or check the data")
                     (loss / self.config.accumulate).backward()
-                    total += float(loss.detach()) / self.config.accumulate
+                    total += value / self.config.accumulate
                     tokens += n
+                if self.parallel is not None:
+                    self.parallel.reduce_gradients(self.params)
                 if self.config.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -312,13 +353,15 @@ class Trainer:
                 self.step += 1
                 first = total if first is None else first
                 last = total
-                val = self.validate() if self.step % self.config.eval_every == 0 or self.step == self.config.steps \
-                    else None
+                due = self.step % self.config.eval_every == 0 or self.step == self.config.steps
+                val = self.validate() if due and self.writes else None
                 info = StepInfo(self.step, self.config.steps, total, lr, tokens / max(time.perf_counter() - t0, 1e-9),
                                 val)
-                self._log({"step": info.step, "loss": info.loss, "lr": info.lr,
-                           "tokens_per_s": round(info.tokens_per_s, 2), **({"val_loss": val} if val is not None else {})})
-                if self.step % self.config.save_every == 0 or self.step == self.config.steps:
+                if self.writes:
+                    self._log({"step": info.step, "loss": info.loss, "lr": info.lr,
+                               "tokens_per_s": round(info.tokens_per_s, 2),
+                               **({"val_loss": val} if val is not None else {})})
+                if self.writes and (self.step % self.config.save_every == 0 or self.step == self.config.steps):
                     self.save()
                 if self.progress is not None:
                     self.progress(info)

@@ -8,6 +8,10 @@
   ``system.answer_loss`` (teacher-forced cross-entropy of the output agent's answer), which
   back-propagates through every round into every outer link; optionally plus weighted losses of
   intermediate agents on their own target texts (``plan``, ``refined_plan``), as the paper does.
+
+Each also states its loss as :class:`~recmas_graph.train.parallel.LossTerms` (``terms(batch)``:
+sums over the samples over denominators without gradient), which data-parallel workers add up
+into the one-process loss of the whole batch.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ..errors import RunError
 from ..runtime.options import RunOptions
 from .data import TrainSample
 from .losses import MSE_WEIGHT, link_loss
+from .parallel import LossTerms
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ..runtime.system import RecursiveSystem
@@ -66,10 +71,31 @@ class InnerObjective:
         return default_targets(self.system, sample)[agent]
 
     def __call__(self, batch: Sequence[TrainSample]) -> tuple[torch.Tensor, int]:
+        losses, tokens = [], 0
+        for pred, target in self._pairs(batch):
+            losses.append(link_loss(pred, target, mse_weight=self.mse_weight))
+            tokens += pred.shape[0]
+        return torch.stack(losses).mean(), tokens
+
+    def terms(self, batch: Sequence[TrainSample]) -> LossTerms:
+        """The loss of :meth:`__call__` as sums over positions: per agent, ``sum(1 - cos) / positions``
+        and ``mse_weight * sum((pred - target)^2) / sum(target^2)``, each weighted by 1 / agents."""
+        pairs = self._pairs(batch)
+        out = LossTerms()
+        for pred, target in pairs:
+            pred, target = pred.float(), target.float()  # (N, H)
+            cos = torch.nn.functional.cosine_similarity(pred, target, dim=-1)  # (N,)
+            out.add((1 - cos).sum(), pred.shape[0], 1 / len(pairs))
+            out.add((pred - target).pow(2).sum(), float(target.pow(2).sum()), self.mse_weight / len(pairs))
+            out.tokens += pred.shape[0]
+        return out
+
+    def _pairs(self, batch: Sequence[TrainSample]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per agent: its inner link's outputs ``(N, H)`` at every real position and their targets ``(N, H)``."""
         from ..runtime.forward import backbone_of
         from ..runtime.rollout import apply_link
 
-        losses, tokens = [], 0
+        pairs = []
         for name, agent in self.system.agents.items():
             texts = [s.text(self._field(name, s)) for s in batch]
             tok = agent.tokenizer
@@ -83,9 +109,8 @@ class InnerObjective:
                 target = agent.model.get_input_embeddings()(ids[:, 1:])  # (B, T-1, H)
             valid = (mask[:, 1:] * mask[:, :-1]).bool()  # (B, T-1): h_t and x_{t+1} both real tokens
             pred = apply_link(self.system.inner_links[name], hidden[:, :-1][valid])  # (N, H)
-            losses.append(link_loss(pred, target[valid].to(pred.device), mse_weight=self.mse_weight))
-            tokens += int(valid.sum())
-        return torch.stack(losses).mean(), tokens
+            pairs.append((pred, target[valid].to(pred.device)))
+        return pairs
 
 
 def target_field(system: RecursiveSystem, agent: str, sample: TrainSample) -> str:
@@ -124,13 +149,29 @@ class AnswerObjective:
                                culprit=f"--target-weight {agent}")
 
     def __call__(self, batch: Sequence[TrainSample]) -> tuple[torch.Tensor, int]:
-        answers = [s.answer for s in batch]
-        targets = {agent: [s.text(target_field(self.system, agent, s)) for s in batch] for agent in self.weights}
-        losses = self.system.target_losses([s.question for s in batch], answers, targets, self.options,
-                                           checkpoint=self.checkpoint,
-                                           grad=torch.is_grad_enabled())  # validation runs under no_grad
+        losses = self._losses(batch)
         output = self.system.spec.output
         loss, tokens = losses[output]
         for agent, weight in self.weights.items():
             loss = loss + weight * losses[agent][0]
         return loss, tokens
+
+    def terms(self, batch: Sequence[TrainSample]) -> LossTerms:
+        """The loss of :meth:`__call__` as sums over tokens: the answer's summed NLL over its tokens,
+        plus each weighted agent's summed NLL over its own tokens, times its weight."""
+        losses = self._losses(batch)
+        loss, tokens = losses[self.system.spec.output]
+        out = LossTerms(tokens=tokens)
+        out.add(loss * tokens, tokens)
+        for agent, weight in self.weights.items():
+            mean, n = losses[agent]
+            out.add(mean * n, n, weight)
+        return out
+
+    def _losses(self, batch: Sequence[TrainSample]) -> dict[str, tuple[torch.Tensor, int]]:
+        answers = [s.answer for s in batch]
+        targets = {agent: [s.text(target_field(self.system, agent, s)) for s in batch] for agent in self.weights}
+        losses = self.system.target_losses([s.question for s in batch], answers, targets, self.options,
+                                           checkpoint=self.checkpoint,
+                                           grad=torch.is_grad_enabled())  # validation runs under no_grad
+        return losses
