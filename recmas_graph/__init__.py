@@ -10,14 +10,15 @@ The public API follows LangGraph's shape, one object at each stage::
 The layers, each importing only those above it (import-linter checks it in CI): ``topology``
 (spec, compile, schedule, render; no torch) -> ``tools`` -> ``runtime`` (options, sources, links,
 prompts, rollout, decoding, system, backends, saved systems) -> ``plugins`` (hook specs, the
-registry, the built-ins) -> ``release`` -> ``distributed`` -> ``eval`` -> ``train`` -> ``api`` -> ``cli``.
+registry, the built-ins) -> ``release`` -> ``distributed`` -> ``eval`` -> ``train`` -> ``serve`` |
+``search`` | ``experiment`` -> ``api`` -> ``cli``.
 Runtime names are imported on first use.
 """
 
 from __future__ import annotations
 
 from ._lazy import lazy_exports
-from .api import compile, from_pretrained, search
+from .api import compile, experiment, from_pretrained, search
 from .errors import LinkError, ModelSourceError, PluginError, RecmasError, RunError, SpecError, TopologyError
 from .plugins import Registry, default_registry, hookimpl
 from .topology import (AgentSpec, CompiledTopology, EdgeSpec, Input, LinkSpec, LinkType, ModelSource, Pass, Problem,
@@ -28,7 +29,7 @@ from ._version import __version__
 
 __all__ = [
     "__version__",
-    "compile", "from_pretrained", "search",
+    "compile", "from_pretrained", "search", "experiment",
     "RecmasError", "SpecError", "TopologyError", "ModelSourceError", "LinkError", "PluginError", "RunError",
     "AgentSpec", "EdgeSpec", "LinkSpec", "TopologySpec", "TopologyBuilder",
     "parse_topology", "read_topology_file", "dump_topology", "topology_json_schema",

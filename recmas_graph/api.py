@@ -14,7 +14,7 @@ from .plugins.manager import Registry, default_registry
 from .topology.compile import CompiledTopology
 from .topology.spec import TopologySpec
 
-__all__ = ["compile", "from_pretrained", "search"]
+__all__ = ["compile", "from_pretrained", "search", "experiment"]
 
 
 def compile(topology: str | Path | TopologySpec | Mapping[str, Any], *,  # noqa: A001 - the LangGraph verb
@@ -51,3 +51,15 @@ def search(space: Any, dataset: Any, *, out: str | Path, registry: Registry | No
     from .search.run import search as run_search
 
     return run_search(space, dataset, out=out, registry=registry or default_registry(), **options)
+
+
+def experiment(file: Any, *, out: str | Path, registry: Registry | None = None, **options: Any) -> Any:
+    """Run the experiment ``file`` (an experiment JSON file, a dict or an ``ExperimentSpec``: systems,
+    training data, one recipe, the evaluation, the seeds) in the folder ``out``, reusing every stage
+    already finished there, and write its report; ``registry`` defaults to the installed plugins.
+    Returns an :class:`~recmas_graph.experiment.ExperimentReport`; the options are
+    :func:`recmas_graph.experiment.run_experiment`'s (``models="tiny"``, ``dry_run``, ``backend``,
+    ``progress``...). docs/experiments.md."""
+    from .experiment.run import run_experiment
+
+    return run_experiment(file, out=out, registry=registry or default_registry(), **options)

@@ -73,7 +73,7 @@ def _plain_flags() -> None:
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to ``app``.
     for name in ("topology", "prompts", "runtime", "evaluate", "train", "trace", "assets", "release", "plugins_cmd",
-                 "doctor", "serve", "search"):
+                 "doctor", "serve", "search", "experiment"):
         try:
             __import__(f"{__name__}.{name}")
         except ModuleNotFoundError as err:
