@@ -13,7 +13,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from ._output import FittingConsole
 from rich.text import Text
 
 from ..errors import RecmasError
@@ -27,8 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = FittingConsole()
+err_console = FittingConsole(stderr=True)
 _state = {"traceback": False}
 
 

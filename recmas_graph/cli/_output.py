@@ -8,9 +8,13 @@ import unicodedata
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
 from ..errors import RunError
 
-__all__ = ["JsonLines", "terminal_text"]
+__all__ = ["JsonLines", "terminal_text", "whole_names", "FittingConsole"]
 
 
 class JsonLines:
@@ -64,3 +68,40 @@ def terminal_text(text: str) -> str:
         else:
             out.append(ascii(ch)[1:-1])
     return "".join(out)
+
+
+#: A name column keeps names whole up to this width; longer ones fold onto the next line.
+NAME_WIDTH = 40
+
+#: The width of output that is not a terminal (a pipe, a file, CI logs) unless COLUMNS says otherwise:
+#: rich's default of 80 cut the names of wide tables there.
+PIPE_WIDTH = 120
+
+
+def whole_names(table: Table) -> Table:
+    """``table`` with its first column (the names: systems, agents, assets, plugins) as wide as its
+    longest name (up to :data:`NAME_WIDTH`; a longer one folds onto the next line instead of being
+    cut with an ellipsis): the other columns give way first."""
+    if table.columns:
+        column = table.columns[0]
+        column.overflow = "fold"
+        longest = max((len(c.plain) if isinstance(c, Text) else len(str(c)) for c in column.cells), default=0)
+        column.min_width = max(column.min_width or 0, min(longest, NAME_WIDTH))
+    return table
+
+
+class FittingConsole(Console):
+    """The CLI's console: every table it prints keeps its names whole (:func:`whole_names`), and output
+    that is not a terminal is :data:`PIPE_WIDTH` wide (or ``COLUMNS``), so piped or logged tables are
+    not cut at 80 columns (``sequential_light_mini:sing…``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self.is_terminal and not os.environ.get("COLUMNS") and "width" not in kwargs:
+            self.width = PIPE_WIDTH
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: A003 - rich's name
+        for item in objects:
+            if isinstance(item, Table):
+                whole_names(item)
+        super().print(*objects, **kwargs)
