@@ -63,6 +63,11 @@ def write_front(front: Sequence[dict[str, Any]], topologies: Mapping[str, str], 
     return [folder / "front.csv", folder / "front.json", members]
 
 
+def _tag(row: Mapping[str, Any]) -> str:
+    """A front member's short name on the plot: its trial number."""
+    return f"#{row['trial']}" if row.get("trial") is not None else str(row.get("name", "?"))
+
+
 def plot_front(rows: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str, Any]], path: Path, *,
                cost_label: str, base: Mapping[str, Any] | None = None) -> Path | None:
     """Every trial's accuracy against its cost, the front drawn as a staircase; ``None`` without matplotlib."""
@@ -73,7 +78,8 @@ def plot_front(rows: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str, A
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    height = 4.5 + 0.14 * len(front)  # room for the front's key under the plot
+    fig, ax = plt.subplots(figsize=(7, height))
     complete = [r for r in rows if r.get("state") == "COMPLETE" and r.get("accuracy") is not None]
     stopped = [r for r in rows if r.get("state") == "PRUNED" and r.get("accuracy") is not None]
     if stopped:
@@ -93,9 +99,11 @@ def plot_front(rows: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str, A
             ys.append(r["accuracy"])
         ax.plot(xs, ys, color="#c0392b", linewidth=1.5, label="Pareto front")
         ax.scatter([r["cost"] for r in front], [r["accuracy"] for r in front], color="#c0392b", zorder=3)
-        for r in front:
-            ax.annotate(str(r.get("label") or r["name"]), (r["cost"], r["accuracy"]), fontsize=7,
-                        xytext=(4, -10), textcoords="offset points")
+        for r in front:  # a short tag by the point; the variants spelled out under the plot
+            ax.annotate(_tag(r), (r["cost"], r["accuracy"]), fontsize=8, xytext=(4, -11), textcoords="offset points")
+        key = "\n".join(f"{_tag(r)}: {r.get('label') or r['name']}" for r in front)
+        fig.text(0.01, 0.01, key, fontsize=7, va="bottom", ha="left", family="monospace")
+        fig.subplots_adjust(left=0.1, right=0.97, top=0.93, bottom=(0.65 + 0.14 * len(front)) / height)
     if base is not None and base.get("accuracy") is not None:
         ax.scatter([base["cost"]], [base["accuracy"]], marker="*", s=160, color="#f39c12", zorder=4,
                    label="base")
@@ -106,7 +114,8 @@ def plot_front(rows: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str, A
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
     ax.set_title(f"{len(rows)} trials, {len(front)} on the front")
-    fig.tight_layout()
+    if not front:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
