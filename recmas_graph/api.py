@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .plugins.manager import Registry, default_registry
 from .topology.compile import CompiledTopology
 from .topology.spec import TopologySpec
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .experiment.run import ExperimentReport
+    from .runtime.system import RecursiveSystem
+    from .search.run import SearchReport
 
 __all__ = ["compile", "from_pretrained", "search", "experiment"]
 
@@ -32,7 +37,7 @@ def compile(topology: str | Path | TopologySpec | Mapping[str, Any], *,  # noqa:
     return (registry or default_registry()).compile(topology)
 
 
-def from_pretrained(folder: str | Path, *, registry: Registry | None = None, **build: Any) -> Any:
+def from_pretrained(folder: str | Path, *, registry: Registry | None = None, **build: Any) -> RecursiveSystem:
     """The system saved in ``folder`` by ``system.save_pretrained(folder)`` (or written by
     ``recmas calibrate`` / ``recmas train``), built with ``build``'s keywords (``device``, ``dtype``,
     ``low_memory``...); ``registry`` defaults to the installed plugins. Returns a
@@ -42,7 +47,8 @@ def from_pretrained(folder: str | Path, *, registry: Registry | None = None, **b
     return load_pretrained(folder, (registry or default_registry()).compile, **build)
 
 
-def search(space: Any, dataset: Any, *, out: str | Path, registry: Registry | None = None, **options: Any) -> Any:
+def search(space: Any, dataset: Any, *, out: str | Path, registry: Registry | None = None,
+           **options: Any) -> SearchReport:
     """Search ``space`` (a search-space file or dict: a base topology and what may change) on
     ``dataset`` for the accuracy-cost Pareto front, in the resumable folder ``out``; ``registry``
     defaults to the installed plugins. Returns a :class:`~recmas_graph.search.SearchReport`; the
@@ -53,7 +59,8 @@ def search(space: Any, dataset: Any, *, out: str | Path, registry: Registry | No
     return run_search(space, dataset, out=out, registry=registry or default_registry(), **options)
 
 
-def experiment(file: Any, *, out: str | Path, registry: Registry | None = None, **options: Any) -> Any:
+def experiment(file: Any, *, out: str | Path, registry: Registry | None = None,
+               **options: Any) -> ExperimentReport:
     """Run the experiment ``file`` (an experiment JSON file, a dict or an ``ExperimentSpec``: systems,
     training data, one recipe, the evaluation, the seeds) in the folder ``out``, reusing every stage
     already finished there, and write its report; ``registry`` defaults to the installed plugins.
