@@ -338,3 +338,23 @@ def test_a_batch_answered_by_parts_still_gives_every_record(tmp_path: Path, regi
     parts = answer_batch(system, batch, **options)
     assert sizes == [4] and [r["id"] for r in parts] == ["q0", "q1", "q2", "q3"]
     assert _strip(parts) == _strip(whole)
+
+
+@pytest.mark.parametrize("model_type, tied", [("qwen2", True), ("llama", False), ("gemma3_text", True)])
+def test_a_config_alone_gives_the_exact_parameter_count(tmp_path: Path, model_type: str, tied: bool) -> None:
+    """Without safetensors files the count comes from the model built on the meta device (accelerate),
+    exact for architectures the standard-decoder formula misses (qwen2's q/k/v biases, gemma3's q/k norms)."""
+    pytest.importorskip("accelerate")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from recmas_graph.runtime.sources.sizes import size_from_config
+
+    config = {"model_type": model_type, "vocab_size": 96, "hidden_size": 16, "intermediate_size": 24,
+              "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
+              "tie_word_embeddings": tied}
+    real = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+    assert size_from_config(config).params == sum(p.numel() for p in real.parameters())
+    folder = tmp_path / model_type  # a folder with config.json and no safetensors: the same count
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    assert model_size(str(folder)).params == sum(p.numel() for p in real.parameters())

@@ -2,8 +2,10 @@
 
 A safetensors file starts with an 8-byte little-endian header length and a JSON header giving
 every tensor's dtype and shape, so a checkpoint's parameter count and bytes are read without
-touching the weights. Without safetensors files the count is computed from the config (a
-standard decoder: embeddings, attention, gated MLP, norms; an estimate for other architectures).
+touching the weights. Without safetensors files the count is exact from the config when
+transformers knows its ``model_type`` and accelerate is installed (the model built on the meta
+device by ``accelerate.init_empty_weights``: no memory, no weights), else computed for a standard
+decoder (embeddings, attention, gated MLP, norms; an estimate for other architectures).
 
 >>> size_from_config({"vocab_size": 100, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2,
 ...                   "num_attention_heads": 2, "tie_word_embeddings": True}).params
@@ -12,6 +14,7 @@ standard decoder: embeddings, attention, gated MLP, norms; an estimate for other
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -21,7 +24,7 @@ from typing import Any
 
 from ...topology.catalog import ModelSize
 
-__all__ = ["SAFETENSORS_DTYPE_BYTES", "safetensors_totals", "size_from_config", "folder_size"]
+__all__ = ["SAFETENSORS_DTYPE_BYTES", "safetensors_totals", "params_from_config", "size_from_config", "folder_size"]
 
 #: Bytes per element of the safetensors dtype names.
 SAFETENSORS_DTYPE_BYTES: dict[str, int] = {
@@ -65,12 +68,42 @@ def _kv_shape(text: Mapping[str, Any]) -> tuple[int | None, int | None, int | No
             int(head_dim) if head_dim else None)
 
 
+def params_from_config(config: Mapping[str, Any]) -> int | None:
+    """The exact parameter count of the causal LM ``config`` describes, from the model built on the
+    meta device (``accelerate.init_empty_weights`` + ``from_config``); ``None`` without accelerate,
+    without a ``model_type`` transformers knows, or when it cannot be built."""
+    if not isinstance(config.get("model_type"), str):
+        return None
+    return _meta_params(json.dumps(dict(config), sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=32)
+def _meta_params(config_json: str) -> int | None:
+    try:
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig, AutoModelForCausalLM
+    except ImportError:
+        return None
+    config = json.loads(config_json)
+    try:
+        built = AutoConfig.for_model(**config)
+        with init_empty_weights():
+            model = AutoModelForCausalLM.from_config(built)
+        model.tie_weights()  # on the meta device the output embedding is not tied by itself
+    except Exception:  # noqa: BLE001 - an unknown or malformed architecture: the estimate below instead
+        return None
+    return int(sum(p.numel() for p in model.parameters()))  # tied weights once
+
+
 def size_from_config(config: Mapping[str, Any], *, params: int | None = None,
                      stored_bytes: int | None = None) -> ModelSize | None:
-    """A :class:`ModelSize` from a config dict: ``params`` when given, else computed for a standard
-    decoder (``None`` when the config lacks the sizes)."""
+    """A :class:`ModelSize` from a config dict: ``params`` when given, else exact from the config
+    (:func:`params_from_config`), else computed for a standard decoder (``None`` when the config
+    lacks the sizes)."""
     text = _text(config)
     layers, kv_heads, head_dim = _kv_shape(text)
+    if params is None:
+        params = params_from_config(config)
     if params is None:
         vocab, hidden = text.get("vocab_size"), text.get("hidden_size")
         inter, heads = text.get("intermediate_size"), text.get("num_attention_heads")
