@@ -69,6 +69,9 @@ class TrainConfig:
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up to 1 over ``warmup`` steps, then a cosine decay to 0 at ``total``.
 
+    transformers' ``get_cosine_schedule_with_warmup`` is the same cosine, but its warm-up starts at
+    0 (a first step that changes nothing); this one starts at ``1 / warmup`` (docs/training.md).
+
     >>> [round(lr_factor(s, 2, 6), 3) for s in range(6)]
     [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
     """
