@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["write_json_atomic"]
+__all__ = ["write_json_atomic", "make_output_folder"]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -19,3 +20,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def make_output_folder(path: str | Path, *, error: Callable[..., Exception]) -> Path:
+    """Create the output folder ``path`` (and its parents); ``error`` names it and the fix when it
+    cannot be created (the layer's own :class:`~recmas_graph.errors.RecmasError` class: an
+    evaluation's, a search's..., called with the message, ``culprit`` and ``hint``)."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise error(f"cannot create the output folder: {err.strerror}", culprit=str(folder),
+                    hint="choose a writable --out folder") from None
+    return folder

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._files import write_json_atomic
+from .._files import make_output_folder, write_json_atomic
 from ..errors import RecmasError
 
 __all__ = ["EvalError", "RunFolder", "config_hash", "config_changes", "write_json_atomic"]
@@ -94,12 +94,7 @@ class RunFolder:
         """
         from filelock import FileLock, Timeout
 
-        folder = Path(path)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise EvalError(f"cannot create the output folder: {err.strerror}", culprit=str(folder),
-                            hint="choose a writable --out folder") from None
+        folder = make_output_folder(path, error=EvalError)
         lock = FileLock(str(folder / ".lock"))
         try:
             lock.acquire(timeout=0.5)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._files import write_json_atomic
+from .._files import make_output_folder, write_json_atomic
 from ..errors import RunError
 from .execute import run_stage
 from .plan import Plan, estimate_seconds, plan_experiment
@@ -125,11 +125,7 @@ def run_experiment(experiment: ExperimentSpec | Mapping[str, Any] | str | Path, 
     if dry_run:
         return result
     folder = plan.out
-    try:
-        (folder / "stages").mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RunError(f"cannot create the output folder: {err.strerror}", culprit=str(folder),
-                       hint="choose a writable --out folder") from None
+    make_output_folder(folder / "stages", error=RunError)
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(folder / ".experiment.lock"))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._files import write_json_atomic
+from .._files import make_output_folder, write_json_atomic
 from ..eval.datasets import Dataset, resolve_dataset, select_samples
 from ..runtime.options import RunOptions
 from ..topology.spec import dump_topology
@@ -142,12 +142,7 @@ def search(
                           hint=f"lower --limit / --heldout (e.g. --limit {max(1, len(samples) // 2)} "
                                f"--heldout {len(samples) - max(1, len(samples) // 2)}), or --heldout 0")
     sizes = rung_sizes(limit, min_questions=min_questions or default_min_questions(limit, eta), eta=eta)
-    folder = Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SearchError(f"cannot create the output folder: {err.strerror}", culprit=str(folder),
-                          hint="choose a writable --out folder") from None
+    folder = make_output_folder(out, error=SearchError)
     how = {k: v for k, v in dict(build or {}).items() if k not in ("model_cache", "low_memory", "on_model")}
     config = {
         "space": resolved.record(), "dataset": {"name": data.name, "split": split, "shuffle": shuffle, "seed": seed,
