@@ -8,7 +8,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["write_json_atomic", "make_output_folder"]
+__all__ = ["write_json_atomic", "make_output_folder", "lock_folder"]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -33,3 +33,18 @@ def make_output_folder(path: str | Path, *, error: Callable[..., Exception]) -> 
         raise error(f"cannot create the output folder: {err.strerror}", culprit=str(folder),
                     hint="choose a writable --out folder") from None
     return folder
+
+
+def lock_folder(folder: Path, name: str, *, what: str, error: Callable[..., Exception]) -> Any:
+    """Take the lock file ``folder/name`` (filelock) so that one process at a time writes ``folder``;
+    ``error`` (the layer's own error class) says ``another {what} is running in this folder`` when
+    another process holds it. Returns the acquired lock: release it when done."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(folder / name))
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        raise error(f"another {what} is running in this folder", culprit=str(folder),
+                    hint="wait for it to finish, or choose another --out folder") from None
+    return lock

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..errors import RunError
 
-__all__ = ["JsonLines", "terminal_text", "whole_names", "FittingConsole"]
+__all__ = ["JsonLines", "terminal_text", "whole_names", "FittingConsole", "write_schema"]
 
 
 class JsonLines:
@@ -105,3 +105,17 @@ class FittingConsole(Console):
             if isinstance(item, Table):
                 whole_names(item)
         super().print(*objects, **kwargs)
+
+
+def write_schema(console: Console, schema: dict[str, Any], output: Path | None) -> None:
+    """A JSON Schema (the ``*-schema`` commands) on ``console``, or into the file ``output``."""
+    text = json.dumps(schema, indent=2) + "\n"
+    if output is None:
+        console.print(text, highlight=False, soft_wrap=True, markup=False, end="")
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise RunError(f"cannot write the schema: {err.strerror or err}", culprit=str(output),
+                       hint="choose a writable path") from None
+    console.print(Text(f"wrote {output}"), highlight=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -13,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import app, console, err_console
+from ._output import write_schema
 from .options import BUILD_FLAGS, device_option, with_flags
 
 __all__ = ["experiment_app", "run_command", "schema_command", "plan_lines", "result_table"]
@@ -138,8 +138,4 @@ def schema_command(
     """Print the JSON Schema of the experiment file (for editors and validators)."""
     from ..experiment.spec import experiment_json_schema
 
-    text = json.dumps(experiment_json_schema(), indent=2) + "\n"
-    if output is None:
-        console.print(text, highlight=False, soft_wrap=True, markup=False, end="")
-    else:
-        output.write_text(text, encoding="utf-8")
+    write_schema(console, experiment_json_schema(), output)

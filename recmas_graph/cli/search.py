@@ -13,6 +13,7 @@ from rich.text import Text
 
 from ..runtime.options import RunOptions
 from . import app, console, err_console
+from ._output import write_schema
 from ._progress import progress as progress_for
 from .evaluate import DatasetOpt, _options, with_eval_options
 from .options import BuildArgs, with_build_options, with_run_options
@@ -176,8 +177,4 @@ def search_schema(
     """Print the JSON Schema of the search-space format (for editors and validators)."""
     from ..search.space import search_space_json_schema
 
-    text = json.dumps(search_space_json_schema(), indent=2) + "\n"
-    if output is None:
-        console.print(text, highlight=False, soft_wrap=True, markup=False, end="")
-    else:
-        output.write_text(text, encoding="utf-8")
+    write_schema(console, search_space_json_schema(), output)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._files import make_output_folder, write_json_atomic
+from .._files import lock_folder, make_output_folder, write_json_atomic
 from ..errors import RecmasError
 
 __all__ = ["EvalError", "RunFolder", "config_hash", "config_changes", "write_json_atomic"]
@@ -92,15 +92,8 @@ class RunFolder:
         Raises :class:`EvalError` when the folder holds another configuration (unless
         ``overwrite``), or when another process is writing it.
         """
-        from filelock import FileLock, Timeout
-
         folder = make_output_folder(path, error=EvalError)
-        lock = FileLock(str(folder / ".lock"))
-        try:
-            lock.acquire(timeout=0.5)
-        except Timeout:
-            raise EvalError("another evaluation is writing this folder", culprit=str(folder),
-                            hint="wait for it to finish, or choose another --out folder") from None
+        lock = lock_folder(folder, ".lock", what="evaluation", error=EvalError)
         run = cls(folder, {**config, "hash": config_hash(config)}, _lock=lock)
         try:
             run._prepare(resume, overwrite)

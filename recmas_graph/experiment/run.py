@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._files import make_output_folder, write_json_atomic
+from .._files import lock_folder, make_output_folder, write_json_atomic
 from ..errors import RunError
 from .execute import run_stage
 from .plan import Plan, estimate_seconds, plan_experiment
@@ -41,7 +41,7 @@ from .report import write_report
 from .spec import ExperimentSpec
 from .stages import Stage
 
-__all__ = ["BACKENDS", "ExperimentProgress", "ExperimentReport", "run_experiment"]
+__all__ = ["BACKENDS", "ExperimentProgress", "ExperimentReport", "run_experiment", "stage_resources"]
 
 #: Where the stages run: this process, or Ray tasks (the extra ``ray``).
 BACKENDS: tuple[str, ...] = ("local", "ray")
@@ -126,14 +126,7 @@ def run_experiment(experiment: ExperimentSpec | Mapping[str, Any] | str | Path, 
         return result
     folder = plan.out
     make_output_folder(folder / "stages", error=RunError)
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(folder / ".experiment.lock"))
-    try:
-        lock.acquire(timeout=0.5)
-    except Timeout:
-        raise RunError("another experiment is running in this folder", culprit=str(folder),
-                       hint="wait for it to finish, or choose another --out folder") from None
+    lock = lock_folder(folder, ".experiment.lock", what="experiment", error=RunError)
     try:
         write_json_atomic(folder / "experiment.json", {"spec": plan.spec.model_dump(mode="json", by_alias=True),
                                                       "build": plan.build, "reference": plan.reference})
@@ -169,6 +162,27 @@ def _run_here(plan: Plan, todo: list[Stage], registry: Any,
     return ran
 
 
+def stage_resources(device: Any, cluster: Mapping[str, float]) -> dict[str, Any]:
+    """What a stage reserves on Ray: one CPU, and one GPU when the cluster has GPUs and the build's
+    ``device`` may use one (``None``/``"auto"``, ``"cuda..."``, or a map naming a CUDA device); a
+    stage that reserves no GPU sees none, so it cannot take one another task reserved.
+
+    >>> stage_resources(None, {"CPU": 8, "GPU": 2})
+    {'num_cpus': 1, 'num_gpus': 1}
+    >>> stage_resources("cpu", {"CPU": 8, "GPU": 2})["runtime_env"]
+    {'env_vars': {'CUDA_VISIBLE_DEVICES': ''}}
+    """
+    if isinstance(device, Mapping):
+        wants = any(str(d).startswith(("cuda", "auto")) for d in device.values())
+    else:
+        wants = device is None or str(device).startswith(("cuda", "auto"))
+    gpus = 1 if wants and cluster.get("GPU", 0) >= 1 else 0
+    options: dict[str, Any] = {"num_cpus": 1, "num_gpus": gpus}
+    if not gpus:
+        options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+    return options
+
+
 def _ray_stage(stage: Stage, root: str, shipped: Any) -> dict[str, Any]:
     """Ray task body: one stage, with the caller's registry rebuilt here."""
     from ..distributed.cluster import worker_setup
@@ -185,7 +199,8 @@ def _run_on_ray(plan: Plan, todo: list[Stage], registry: Any, address: str | Non
 
     ray = connect(address)
     shipped = ship_registry(registry)
-    task = ray.remote(num_cpus=1, max_retries=0)(_ray_stage)
+    task = ray.remote(max_retries=0)(_ray_stage).options(**stage_resources(plan.build.get("device"),
+                                                                          ray.cluster_resources()))
     finished = {s.key for s in plan.stages} - {s.key for s in todo}
     pending = list(todo)
     running: dict[Any, tuple[Stage, float]] = {}

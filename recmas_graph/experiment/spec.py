@@ -29,6 +29,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from .._validation import problem_lines
 from ..errors import SpecError
 from ..topology.spec import TASK_TYPES
 
@@ -185,16 +186,8 @@ def effective_recipe(spec: ExperimentSpec, entry: SystemEntry) -> tuple[Recipe, 
     return Recipe.model_validate({**base, **given}), changed
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).startswith(("str", "dict[", "function-", "RecipeOverrides", "int", "float")):
-            continue  # pydantic's union branch names
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
+#: The names pydantic gives the members of this file's unions (left out of a field's path).
+_BRANCHES = ("str", "dict[", "function-", "RecipeOverrides", "int", "float")
 
 
 def parse_experiment(data: Any, *, source: str = "experiment") -> ExperimentSpec:
@@ -207,25 +200,15 @@ def parse_experiment(data: Any, *, source: str = "experiment") -> ExperimentSpec
     try:
         spec = ExperimentSpec.model_validate(data)
     except ValidationError as err:
-        lines: list[str] = []
-        unknown = False
-        for e in err.errors():
-            where = _where(tuple(e["loc"]))
-            if e["type"] == "extra_forbidden":
-                lines.append(f"{where}: unknown field")
-                unknown = True
-            elif e["type"] == "missing":
-                lines.append(f"{where}: required field is missing")
-            else:
-                lines.append(f"{where}: {e['msg']}")
-        raise SpecError("invalid experiment file\n  " + "\n  ".join(dict.fromkeys(lines)), culprit=source,
+        lines, unknown = problem_lines(err.errors(), branches=_BRANCHES)
+        raise SpecError("invalid experiment file\n  " + "\n  ".join(lines), culprit=source,
                         hint="see docs/experiments.md (or recmas experiment schema) for the fields"
                         if unknown else None) from None
     for i, entry in enumerate(spec.systems):  # each system's merged recipe must validate too
         try:
             effective_recipe(spec, entry)
         except ValidationError as err:
-            lines = [f"systems[{i}].recipe.{_where(tuple(e['loc']))}: {e['msg']}" for e in err.errors()]
+            lines, _ = problem_lines(err.errors(), branches=_BRANCHES, prefix=f"systems[{i}].recipe.")
             raise SpecError("invalid experiment file\n  " + "\n  ".join(lines), culprit=source) from None
     return spec
 

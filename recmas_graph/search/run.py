@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._files import make_output_folder, write_json_atomic
+from .._files import lock_folder, make_output_folder, write_json_atomic
 from ..eval.datasets import Dataset, resolve_dataset, select_samples
 from ..runtime.options import RunOptions
 from ..topology.spec import dump_topology
@@ -151,14 +151,7 @@ def search(
         "retry": retry, "run": opts.record(), "build": how,
         **({"evaluation": json.loads(json.dumps(eval_options, default=str))} if eval_options else {}),
     }
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(folder / ".search.lock"))
-    try:
-        lock.acquire(timeout=0.5)
-    except Timeout:
-        raise SearchError("another search is running in this folder", culprit=str(folder),
-                          hint="wait for it to finish, or choose another --out folder") from None
+    lock = lock_folder(folder, ".search.lock", what="search", error=SearchError)
     try:
         if overwrite:
             for old in ("evals", "heldout", "front", "evaluations.jsonl"):

@@ -35,6 +35,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .._validation import problem_lines
 from ..errors import RecmasError
 from ..topology.compile import CompiledTopology, Problem, compile_topology, edge_ids
 from ..topology.spec import CALIBRATED_PREFIX, TopologySpec, parse_topology, read_topology_file
@@ -135,18 +136,9 @@ def parse_search_space(data: Any, *, source: str = "search space") -> SearchSpac
     try:
         return SearchSpace.model_validate(data)
     except ValidationError as err:
-        lines, hints = [], []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("int", "IntRange", "IntChoices")))
-            if e["type"] == "extra_forbidden":
-                lines.append(f"{where}: unknown field")
-                hints.append("see docs/search.md (or recmas search --schema) for the fields")
-            elif e["type"] == "missing":
-                lines.append(f"{where}: required field is missing")
-            else:
-                lines.append(f"{where}: {e['msg']}")
-        raise SearchError("invalid search space\n  " + "\n  ".join(dict.fromkeys(lines)), culprit=source,
-                          hint="; ".join(dict.fromkeys(hints)) or None) from None
+        lines, unknown = problem_lines(err.errors(), branches=("int", "IntRange", "IntChoices"))
+        raise SearchError("invalid search space\n  " + "\n  ".join(lines), culprit=source,
+                          hint="see docs/search.md (or recmas search-schema) for the fields" if unknown else None) from None
 
 
 def read_search_space(path: str | Path) -> SearchSpace:
