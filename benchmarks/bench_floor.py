@@ -27,9 +27,9 @@ import torch
 
 import recmas_graph as rg
 from recmas_graph.eval.datasets import resolve_dataset
-from recmas_graph.runtime import decoding, prefix, rollout
-from recmas_graph.runtime.agent import Agent
-from recmas_graph.runtime.forward import backbone_forward, lm_forward, position_ids_from_mask
+from recmas_graph.runtime.agent import decoding, prefix, rollout
+from recmas_graph.runtime.agent.agent import Agent
+from recmas_graph.runtime.agent.forward import backbone_forward, lm_forward, position_ids_from_mask
 from recmas_graph.runtime.sources.loaded import ModelCache
 
 

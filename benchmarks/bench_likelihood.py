@@ -39,7 +39,7 @@ from recmas_graph.eval import baseline, resolve_dataset, select_samples
 from recmas_graph.eval.likelihood import best, choice_question
 from recmas_graph.eval.stats import bootstrap_ci
 from recmas_graph.plugins import Registry, default_registry, hookimpl
-from recmas_graph.runtime.prompts import RAW_PROMPT_TAG
+from recmas_graph.runtime.agent.prompts import RAW_PROMPT_TAG
 from recmas_graph.topology.compile import compile_topology
 from recmas_graph.topology.roles import Role
 from recmas_graph.topology.spec import parse_topology

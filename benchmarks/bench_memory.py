@@ -27,7 +27,7 @@ import json, resource, sys, time
 import torch
 import recmas_graph as rg
 from recmas_graph.eval.datasets import resolve_dataset
-from recmas_graph.runtime.memory import resident_bytes
+from recmas_graph.runtime.memory.peak import resident_bytes
 args = json.loads(sys.argv[1])
 from recmas_graph.plugins.manager import default_registry
 questions = [s.question for s in resolve_dataset("gsm8k", default_registry()).load(args["batch"])]

@@ -16,8 +16,8 @@ import time
 import torch
 
 from recmas_graph.plugins.builtin_roles import BUILTIN_ROLES
-from recmas_graph.runtime.agent import Agent
-from recmas_graph.runtime.decoding import GenerationOptions
+from recmas_graph.runtime.agent.agent import Agent
+from recmas_graph.runtime.agent.decoding import GenerationOptions
 from recmas_graph.runtime.links.modules import InnerLnRes
 from recmas_graph.runtime.sources.loaded import load_model
 from recmas_graph.topology.spec import AgentSpec

@@ -637,7 +637,7 @@ def part_memory(part: Part) -> None:
     import torch
 
     import recmas_graph as rg
-    from recmas_graph.runtime.memory import resident_bytes
+    from recmas_graph.runtime.memory.peak import resident_bytes
 
     cuda = part.device.startswith("cuda")
     questions = _read(QUESTIONS_FILE)["questions"][:4]

@@ -43,9 +43,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "RecursiveSystem": "runtime.system", "RunResult": "runtime.results", "TraceRecord": "runtime.results",
-    "Agent": "runtime.agent", "RunOptions": "runtime.options", "GenerationOptions": "runtime.decoding", "LoadedModel": "runtime.sources.loaded",
-    "ModelCache": "runtime.sources.loaded", "load_model": "runtime.sources.loaded", "ScoreResult": "runtime.scoring",
+    "RecursiveSystem": "runtime.system", "RunResult": "runtime.execution.results", "TraceRecord": "runtime.execution.results",
+    "Agent": "runtime.agent.agent", "RunOptions": "runtime.options", "GenerationOptions": "runtime.agent.decoding", "LoadedModel": "runtime.sources.loaded",
+    "ModelCache": "runtime.sources.loaded", "load_model": "runtime.sources.loaded", "ScoreResult": "runtime.agent.scoring",
     "evaluate": "eval.evaluate", "compare": "eval.compare", "EvalReport": "eval.evaluate",
     "CompareReport": "eval.compare",
 }

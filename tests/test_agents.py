@@ -7,11 +7,11 @@ import torch
 
 from recmas_graph.errors import RunError
 from recmas_graph.plugins.builtin_roles import BUILTIN_ROLES
-from recmas_graph.runtime.agent import Agent
-from recmas_graph.runtime.decoding import GenerationOptions, Sampling, answer_end_id, decode
-from recmas_graph.runtime.forward import position_ids_from_mask
+from recmas_graph.runtime.agent.agent import Agent
+from recmas_graph.runtime.agent.decoding import GenerationOptions, Sampling, answer_end_id, decode
+from recmas_graph.runtime.agent.forward import position_ids_from_mask
 from recmas_graph.runtime.links.modules import InnerLnRes
-from recmas_graph.runtime.prompts import PromptBatch
+from recmas_graph.runtime.agent.prompts import PromptBatch
 from recmas_graph.runtime.sources.loaded import ModelCache
 from recmas_graph.topology.roles import slot_marker
 from recmas_graph.topology.spec import AgentSpec
@@ -130,7 +130,7 @@ def test_sampling_depends_on_the_seed_not_on_the_batch(cache: ModelCache) -> Non
 
 def test_sampled_tokens_follow_the_distribution() -> None:
     """The seeded Gumbel-max sampler draws each token with its softmax probability."""
-    from recmas_graph.runtime.sampling import row_keys, sample
+    from recmas_graph.runtime.agent.sampling import row_keys, sample
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     keys = row_keys([7], 0, torch.device("cpu"))
@@ -142,7 +142,7 @@ def test_sampled_tokens_follow_the_distribution() -> None:
 def test_sampler_never_draws_filtered_or_near_impossible_tokens_whatever_the_batch() -> None:
     """A large vocabulary: a row left with two tokens after top-p never draws another one, alone or
     next to a flat row, and a token of probability ~1e-13 is never drawn (finite noise only)."""
-    from recmas_graph.runtime.sampling import gumbel, row_keys, sample
+    from recmas_graph.runtime.agent.sampling import gumbel, row_keys, sample
 
     V, steps = 152_000, 1500
     peaked = torch.full((V,), float("-inf"))

@@ -156,7 +156,7 @@ def test_compare_builds_the_baselines_of_a_built_system_as_it_was_built(tmp_path
 
 def test_batches_answer_alike_whatever_their_size_and_a_failing_batch_is_named(tmp_path: Path, registry, cache,
                                                                               monkeypatch) -> None:
-    from recmas_graph.runtime.batches import BatchError, run_batches
+    from recmas_graph.runtime.execution.batches import BatchError, run_batches
     from recmas_graph.runtime.system import RecursiveSystem
 
     system = rg.compile("sequential_light").build(models="tiny", seed=0, model_cache=cache)

@@ -17,12 +17,12 @@ import recmas_graph as rg
 from recmas_graph import RunError, TopologyBuilder
 from recmas_graph.cli import main
 from recmas_graph.plugins import Registry, hookimpl, resolve_topology
-from recmas_graph.runtime.backends import InProcessRunner, PassRequest, RunSettings
-from recmas_graph.runtime.decoding import GenerationOptions
+from recmas_graph.runtime.execution.backends import InProcessRunner, PassRequest, RunSettings
+from recmas_graph.runtime.agent.decoding import GenerationOptions
 from recmas_graph.runtime.links.build import embedding_rms
 from recmas_graph.runtime.links.modules import InnerLnRes, OuterLnRes
-from recmas_graph.runtime.messages import MessageStore
-from recmas_graph.runtime.placement import resolve_placement
+from recmas_graph.runtime.execution.messages import MessageStore
+from recmas_graph.runtime.memory.placement import resolve_placement
 from recmas_graph.runtime.sources.loaded import ModelCache
 from recmas_graph.runtime.sources.tiny import tiny_counterpart
 from recmas_graph.runtime.system import RecursiveSystem
@@ -185,7 +185,7 @@ def test_round_two_pass_receives_the_round_one_message(cache: ModelCache, regist
 
 
 def _prompt_of(embeds: torch.Tensor):
-    from recmas_graph.runtime.prompts import left_pad
+    from recmas_graph.runtime.agent.prompts import left_pad
 
     return left_pad([embeds])
 
@@ -492,7 +492,7 @@ def test_run_hooks_receive_the_run_result(cache: ModelCache) -> None:
 
 def test_toolcaller_decodes_through_the_tool_loop(registry, monkeypatch) -> None:
     """The toolcaller's answer goes through the tool loop; its calls land in the trace."""
-    import recmas_graph.runtime.tooluse as tooluse
+    import recmas_graph.runtime.agent.tooluse as tooluse
 
     system = _build("deliberation_mini", registry)  # our roles: our tool protocol
     assert system.agents["toolcaller"].tools is not None and system.agents["reflector"].tools is None
@@ -516,7 +516,7 @@ def test_toolcaller_decodes_through_the_tool_loop(registry, monkeypatch) -> None
 
 def test_reference_deliberation_uses_the_official_tool_protocol(registry, monkeypatch, tmp_path) -> None:
     """<python> / <search> calls, answered in <result> tags; the tool notes are the system prompt."""
-    import recmas_graph.runtime.tooluse as tooluse
+    import recmas_graph.runtime.agent.tooluse as tooluse
     from recmas_graph.plugins.reference_roles import DELIBERATION_SYSTEM_PROMPT
     from recmas_graph.tools.retrieve import COLLECTION_ENV
 
@@ -808,7 +808,7 @@ def test_null_dtype_resolves_per_device(monkeypatch) -> None:
 @pytest.mark.parametrize("name", ["mixture", "mixture_mini"])
 def test_latent_passes_sharing_a_model_run_as_one_batch_with_the_same_results(name: str, monkeypatch) -> None:
     import recmas_graph as rg
-    from recmas_graph.runtime.backends import InProcessRunner
+    from recmas_graph.runtime.execution.backends import InProcessRunner
 
     system = rg.compile(name).build(models="tiny")
     questions = ["What is 2 + 3?", "Name a prime number.", "Why is the sky blue?"]

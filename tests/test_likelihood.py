@@ -19,9 +19,9 @@ from recmas_graph.eval import EvalError, Sample, resolve_dataset  # noqa: E402
 from recmas_graph.eval.datasets import arc_documents  # noqa: E402
 from recmas_graph.eval.likelihood import best, choice_question  # noqa: E402
 from recmas_graph.plugins import Registry, hookimpl  # noqa: E402
-from recmas_graph.runtime.forward import lm_forward, position_ids_from_mask  # noqa: E402
-from recmas_graph.runtime.prompts import RAW_PROMPT_TAG  # noqa: E402
-from recmas_graph.runtime.scoring import continuation_ids  # noqa: E402
+from recmas_graph.runtime.agent.forward import lm_forward, position_ids_from_mask  # noqa: E402
+from recmas_graph.runtime.agent.prompts import RAW_PROMPT_TAG  # noqa: E402
+from recmas_graph.runtime.agent.scoring import continuation_ids  # noqa: E402
 from recmas_graph.runtime.sources.loaded import ModelCache  # noqa: E402
 from recmas_graph.topology.roles import Role  # noqa: E402
 
@@ -140,7 +140,7 @@ def test_scores_do_not_depend_on_batch_mates_padding_or_prefix_reuse(system) -> 
 
 def test_score_chunks_the_options_without_changing_them(system, monkeypatch) -> None:
     whole = system.score(QUESTIONS, OPTIONS, **THINK)
-    monkeypatch.setattr("recmas_graph.runtime.scoring.LOGITS_BYTES", 1)  # one continuation per chunk
+    monkeypatch.setattr("recmas_graph.runtime.agent.scoring.LOGITS_BYTES", 1)  # one continuation per chunk
     chunked = system.score(QUESTIONS, OPTIONS, **THINK)
     assert chunked.logprobs == [pytest.approx(row, abs=1e-5) for row in whole.logprobs]
 

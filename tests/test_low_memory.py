@@ -8,7 +8,7 @@ import torch
 import recmas_graph as rg
 from recmas_graph.cli import main
 from recmas_graph.errors import RunError
-from recmas_graph.runtime.backends import InProcessRunner
+from recmas_graph.runtime.execution.backends import InProcessRunner
 from _builtin import TINY_BUILDABLE
 
 QUESTIONS = ["What is 2 + 3?", "Name a prime number."]
@@ -80,8 +80,8 @@ def test_cli_run_low_memory(tmp_path, capsys) -> None:
 
 
 def test_out_of_memory_in_a_pass_names_the_agent_and_the_fix(monkeypatch) -> None:
-    from recmas_graph.runtime.agent import Agent
-    from recmas_graph.runtime.oom import OutOfMemory
+    from recmas_graph.runtime.agent.agent import Agent
+    from recmas_graph.runtime.memory.oom import OutOfMemory
 
     system = rg.compile("sequential_light").build(models="tiny")
 
@@ -100,7 +100,7 @@ def test_out_of_memory_in_a_pass_names_the_agent_and_the_fix(monkeypatch) -> Non
 
 
 def test_low_memory_is_chosen_when_the_estimate_does_not_fit(monkeypatch) -> None:
-    from recmas_graph.runtime import sizing
+    from recmas_graph.runtime.memory import sizing
 
     compiled = rg.compile("sequential_light")
     assert compiled.build(models="tiny").residency is None  # tiny models fit
@@ -116,7 +116,7 @@ def test_low_memory_training_keeps_one_copy_of_the_weights() -> None:
     import gc
     import weakref
 
-    from recmas_graph.runtime.residency import Residency
+    from recmas_graph.runtime.memory.residency import Residency
 
     system = rg.compile("sequential_light").build(models="tiny", low_memory=True)
     copies: list[weakref.ref] = []
@@ -143,7 +143,7 @@ def test_low_memory_training_keeps_one_copy_of_the_weights() -> None:
 
 def test_low_memory_refuses_links_that_fit_themselves_and_is_not_chosen_for_them(monkeypatch) -> None:
     from recmas_graph.errors import RunError
-    from recmas_graph.runtime import sizing
+    from recmas_graph.runtime.memory import sizing
     from recmas_graph.runtime.links import modules
 
     monkeypatch.setattr(modules.OuterLnRes, "calibrate", lambda self, source, target=None: None, raising=False)
@@ -160,8 +160,8 @@ def test_every_recmas_error_survives_pickling() -> None:
     import pickle
 
     from recmas_graph.errors import RecmasError
-    from recmas_graph.runtime.batches import BatchError
-    from recmas_graph.runtime.oom import OutOfMemory
+    from recmas_graph.runtime.execution.batches import BatchError
+    from recmas_graph.runtime.memory.oom import OutOfMemory
 
     def subclasses(cls):
         for sub in cls.__subclasses__():
@@ -186,8 +186,8 @@ def test_every_recmas_error_survives_pickling() -> None:
 
 
 def test_a_merged_pass_that_runs_out_of_memory_runs_its_passes_one_by_one(monkeypatch) -> None:
-    from recmas_graph.runtime.backends import InProcessRunner
-    from recmas_graph.runtime.oom import OutOfMemory
+    from recmas_graph.runtime.execution.backends import InProcessRunner
+    from recmas_graph.runtime.memory.oom import OutOfMemory
 
     system = rg.compile("mixture").build(models="tiny")
     system.runner.merge = False

@@ -11,7 +11,7 @@ import typer.main
 from recmas_graph import RunError, TopologyBuilder
 from recmas_graph.cli import app, main
 from recmas_graph.cli.options import BUILD_FLAGS, RUN_FLAGS
-from recmas_graph.runtime.decoding import GenerationOptions
+from recmas_graph.runtime.agent.decoding import GenerationOptions
 from recmas_graph.runtime.options import RUN_OPTION_FIELDS, RunOptions
 
 

@@ -12,20 +12,20 @@ import torch
 import recmas_graph as rg
 from recmas_graph import RunError
 from recmas_graph.cli import main
-from recmas_graph.runtime.batches import BatchError, run_batches
-from recmas_graph.runtime.oom import (
+from recmas_graph.runtime.execution.batches import BatchError, run_batches
+from recmas_graph.runtime.memory.oom import (
     OOM_HINT,
     OutOfMemory,
     is_out_of_memory,
     out_of_memory,
 )
-from recmas_graph.runtime.placement import (
+from recmas_graph.runtime.memory.placement import (
     SPLIT,
     STRATEGIES,
     plan_placement,
     resolve_placement,
 )
-from recmas_graph.runtime.sizing import GiB, estimate_memory, kv_cache_bytes, model_size
+from recmas_graph.runtime.memory.sizing import GiB, estimate_memory, kv_cache_bytes, model_size
 from recmas_graph.runtime.sources.loaded import ModelCache
 from recmas_graph.topology.catalog import ModelSize
 from recmas_graph.topology.spec import parse_topology
@@ -247,7 +247,7 @@ def test_out_of_memory_errors_name_the_pass_and_the_fix() -> None:
 
 def _oom_above(monkeypatch: pytest.MonkeyPatch, limit: int, *, convert: bool = True) -> list[int]:
     """Passes with more than ``limit`` questions run out of memory (named like the pass runner will)."""
-    from recmas_graph.runtime.backends import InProcessRunner
+    from recmas_graph.runtime.execution.backends import InProcessRunner
 
     sizes: list[int] = []
     original = InProcessRunner.run_pass

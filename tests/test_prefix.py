@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recmas_graph.runtime.decoding import GenerationOptions, decode
-from recmas_graph.runtime.forward import backbone_of
-from recmas_graph.runtime.prefix import MIN_REUSE, ModelPrefixes, PrefixCache, prefill
-from recmas_graph.runtime.prompts import left_pad
-from recmas_graph.runtime.rollout import latent_rollout
+from recmas_graph.runtime.agent.decoding import GenerationOptions, decode
+from recmas_graph.runtime.agent.forward import backbone_of
+from recmas_graph.runtime.agent.prefix import MIN_REUSE, ModelPrefixes, PrefixCache, prefill
+from recmas_graph.runtime.agent.prompts import left_pad
+from recmas_graph.runtime.agent.rollout import latent_rollout
 from recmas_graph.runtime.sources.loaded import ModelCache
 from _builtin import TINY_BUILDABLE
 
@@ -43,8 +43,8 @@ def test_reuse_gives_the_same_answers_and_messages_as_full_prefills(name: str, c
 
 
 def test_a_later_round_prefills_only_what_changed(cache: ModelCache, registry, monkeypatch) -> None:
-    import recmas_graph.runtime.decoding as decoding
-    import recmas_graph.runtime.rollout as rollout
+    import recmas_graph.runtime.agent.decoding as decoding
+    import recmas_graph.runtime.agent.rollout as rollout
 
     calls: list[tuple[int, int]] = []  # per prefill: (leading-text tokens, tokens reused)
 
@@ -167,7 +167,7 @@ def test_reuse_is_off_when_recomputing_in_low_memory_mode_or_when_asked(cache: M
 
 
 def test_prefix_cache_keeps_one_entry_per_distinct_prefix_within_its_budget(monkeypatch) -> None:
-    import recmas_graph.runtime.prefix as prefix_module
+    import recmas_graph.runtime.agent.prefix as prefix_module
 
     cache = PrefixCache()
     model = object()

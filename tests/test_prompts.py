@@ -202,7 +202,7 @@ def test_a_custom_template_changes_the_prompt_shown_and_sent(tmp_path: Path, cap
     assert rows[("a", 1)]["user"] == "PLAN FIRST: Q?" and rows[("a", 1)]["system"] == "You are terse."
     assert rows[("a", 2)]["user"] == "PLAN AGAIN: Q?\nFB: <<slot:feedback>>"
     sent: list[str] = []
-    from recmas_graph.runtime.prompts import Prompter
+    from recmas_graph.runtime.agent.prompts import Prompter
 
     original = Prompter.render
 

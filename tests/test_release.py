@@ -19,7 +19,7 @@ import torch
 from recmas_graph import compile_topology, read_topology_file
 from recmas_graph.cli import main
 from recmas_graph.errors import LinkError, RecmasError
-from recmas_graph.runtime.decoding import GenerationOptions
+from recmas_graph.runtime.agent.decoding import GenerationOptions
 from recmas_graph.runtime.links.modules import InnerLnRes, OuterLnRes
 from recmas_graph.runtime.sources.loaded import ModelCache, load_model
 from recmas_graph.release import (

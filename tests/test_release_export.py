@@ -12,7 +12,7 @@ import torch
 import recmas_graph as rg
 from recmas_graph.cli import main
 from recmas_graph.release import ReleaseError, STYLES, export_release, load_release, matching_style, read_outerlink_config
-from recmas_graph.runtime.decoding import GenerationOptions
+from recmas_graph.runtime.agent.decoding import GenerationOptions
 from recmas_graph.runtime.sources.loaded import ModelCache
 
 GREEDY = GenerationOptions(max_new_tokens=4, do_sample=False)

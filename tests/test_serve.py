@@ -88,7 +88,7 @@ def test_system_message_is_the_output_agents_system_prompt(client: Any, system: 
     alone = _alone(system, {"question": question, "output_system_prompt": persona})
     assert reply.choices[0].message.content == alone.answers[0]
     # the prompt the output agent saw has the persona; the other agents keep theirs
-    from recmas_graph.runtime.prompts import OUTPUT_SYSTEM_FIELD
+    from recmas_graph.runtime.agent.prompts import OUTPUT_SYSTEM_FIELD
     solver = system.agents[system.spec.output]
     assert persona in solver.prompter.render(question, "math", [], {}, fields={OUTPUT_SYSTEM_FIELD: persona})
     assert persona not in solver.prompter.render(question, "math", [], {})
@@ -351,7 +351,7 @@ def test_run_on_text_pieces_join_to_each_answer(system: Any) -> None:
 
 
 def test_text_stream_holds_back_what_the_next_token_may_change() -> None:
-    from recmas_graph.runtime.decoding import TextStream
+    from recmas_graph.runtime.agent.decoding import TextStream
 
     class Bytes:  # a byte-level tokenizer: an incomplete UTF-8 character decodes to U+FFFD
         clean_up_tokenization_spaces = False

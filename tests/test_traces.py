@@ -10,7 +10,7 @@ import pytest
 import recmas_graph as rg
 from recmas_graph.cli import main
 from recmas_graph.eval.traces import read_trace, summarise, timeline
-from recmas_graph.runtime.decoding import GenerationOptions
+from recmas_graph.runtime.agent.decoding import GenerationOptions
 
 
 def test_passes_start_in_order_and_do_not_overlap_on_one_device(registry) -> None:

@@ -150,7 +150,7 @@ def _failing(action: str, after: int):
             import os
             import signal
 
-            from recmas_graph.runtime.forward import backbone_of
+            from recmas_graph.runtime.agent.forward import backbone_of
 
             if os.environ.get("RANK") != "1":
                 return

@@ -37,7 +37,7 @@ def prompts_command(
 ) -> None:
     """Print the prompts of a topology's passes for one question."""
     from ..plugins.manager import default_registry
-    from ..runtime.texts import pass_prompts
+    from ..runtime.agent.texts import pass_prompts
 
     if task not in TASK_TYPES:
         raise RunError(f"unknown task type {task!r}", culprit="--task", hint=f"use one of {', '.join(TASK_TYPES)}")

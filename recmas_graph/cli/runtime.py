@@ -84,7 +84,7 @@ def run_command(
     """Run a topology on one or more questions and print the answers and a timing table."""
     from ..distributed.choose import build_system
     from ..plugins.manager import default_registry
-    from ..runtime.batches import BatchError, run_batches
+    from ..runtime.execution.batches import BatchError, run_batches
 
     check_backend(build)
     items: list[dict[str, str]] = [{"id": str(i + 1), "question": q} for i, q in enumerate(question or [])]

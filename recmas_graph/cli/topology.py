@@ -234,9 +234,9 @@ def plan(
 def _placement(compiled: CompiledTopology, *, task: str, placement: str | None, gpus: int | None,
                gpu_memory: float | None, models: str | None, model: list[str], device: list[str], batch_size: int,
                dtype: str | None) -> Any:
-    """The :class:`~recmas_graph.runtime.placement.PlacementPlan` of the plan options (no weights loaded)."""
-    from ..runtime.placement import plan_placement
-    from ..runtime.sizing import GiB, estimate_tokens
+    """The :class:`~recmas_graph.runtime.memory.placement.PlacementPlan` of the plan options (no weights loaded)."""
+    from ..runtime.memory.placement import plan_placement
+    from ..runtime.memory.sizing import GiB, estimate_tokens
     from ..runtime.system import with_models
     from .runtime import parse_assignments
 
@@ -254,7 +254,7 @@ def _placement(compiled: CompiledTopology, *, task: str, placement: str | None, 
 
 def _placement_table(found: Any) -> Table:
     """One row per agent: model, device (how it was chosen), dtype, weights and KV allowance."""
-    from ..runtime.sizing import format_bytes
+    from ..runtime.memory.sizing import format_bytes
 
     memory = found.memory
     table = Table(title=f"placement ({found.strategy}): batch {memory.batch_size}, {memory.tokens} tokens per pass",
@@ -272,7 +272,7 @@ def _placement_table(found: Any) -> Table:
 
 def _devices_table(found: Any) -> Table:
     """One row per device: the estimated total and the memory it has (when known)."""
-    from ..runtime.sizing import format_bytes
+    from ..runtime.memory.sizing import format_bytes
 
     table = Table(title="estimated memory per device", title_justify="left")
     for column in ("device", "estimated", "memory"):

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import RecmasError, RunError
-from ..runtime.backends import InProcessRunner, PassRequest, PassResult, RunSettings
-from ..runtime.decoding import GenerationOptions
+from ..runtime.execution.backends import InProcessRunner, PassRequest, PassResult, RunSettings
+from ..runtime.agent.decoding import GenerationOptions
 from ..runtime.links.assemble import ModelFacts, build_system_links, self_fitting_links
-from ..runtime.oom import OutOfMemory, free_cached_memory
+from ..runtime.memory.oom import OutOfMemory, free_cached_memory
 from ..topology.compile import CompiledTopology
 from ..topology.spec import dump_topology
 from .cluster import connect, require_ray, worker_setup
@@ -287,7 +287,7 @@ def build_on_ray(compiled: CompiledTopology, *, models: str | None = None, model
     ``cpus_per_actor``: the CPUs each CPU actor reserves and its torch threads (default: it
     reserves none, as Ray's actors do, so a system has more actors than the cluster has CPUs,
     and runs one thread). A GPU actor reserves one GPU."""
-    from ..runtime.placement import resolve_placement
+    from ..runtime.memory.placement import resolve_placement
     from ..runtime.system import RecursiveSystem, with_models
 
     ray = connect(address)

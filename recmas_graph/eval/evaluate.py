@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import RunError
 from ..plugins.manager import Registry, default_registry
-from ..runtime.batches import Batch, run_batches
+from ..runtime.execution.batches import Batch, run_batches
 from ..runtime.options import RunOptions
 from ..topology.catalog import resolve_model_source
 from ..topology.spec import TopologySpec, dump_topology
@@ -37,8 +37,8 @@ from .scoring import Metric, get_metric
 from .stats import bootstrap_ci, bootstrap_mean_ci
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from ..runtime.results import RunResult
-    from ..runtime.scoring import ScoreResult
+    from ..runtime.execution.results import RunResult
+    from ..runtime.agent.scoring import ScoreResult
     from ..runtime.system import RecursiveSystem
 
 __all__ = ["EvalProgress", "EvalReport", "evaluate", "summarize", "reference_style"]

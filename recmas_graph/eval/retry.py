@@ -46,14 +46,14 @@ def needs_retry(output: str, task: str, letters: str | None = None) -> bool:
 def retry_answers(system: RecursiveSystem, outputs: Sequence[str], task: str, *, generation: Any,
                   seeds: Sequence[int]) -> list[str]:
     """The retried answers: each ``output`` + newline + suffix + what the output agent writes next."""
-    from ..runtime.sampling import stream_id
+    from ..runtime.agent.sampling import stream_id
 
     texts = [f"{out.rstrip()}\n{RETRY_SUFFIX.get(task, RETRY_SUFFIX['math'])}" for out in outputs]
     options = generation.replace(max_new_tokens=RETRY_TOKENS.get(task, 16), stop=())
     name = system.spec.output
     runner = system.runner
     if not hasattr(runner, "continue_texts"):  # a runner of its own that predates the retry hook
-        from ..runtime.backends import InProcessRunner
+        from ..runtime.execution.backends import InProcessRunner
 
         runner = InProcessRunner(system)
     new = runner.continue_texts(name, texts, options, seeds=seeds, stream=stream_id(name, "retry"))

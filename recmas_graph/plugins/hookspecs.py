@@ -37,8 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only (annotations may name any la
 
     from ..eval.datasets import Dataset
     from ..eval.scoring import Metric
-    from ..runtime.agent import Agent
-    from ..runtime.results import RunResult
+    from ..runtime.agent.agent import Agent
+    from ..runtime.execution.results import RunResult
     from ..runtime.system import RecursiveSystem
     from ..tools.base import Tool
     from ..topology.catalog import LinkType, ModelSource

@@ -1,6 +1,8 @@
-"""The runtime layer: model sources, links, prompts and splicing, latent rollout, decoding, agents,
-the system (an ``nn.Module``), placement and memory estimates, low-memory mode, the message store, pass runners (backends) and the
-executor. Names are imported on first use, so ``import recmas_graph.runtime`` costs nothing.
+"""The runtime layer: the system (an ``nn.Module``), its one build path, run options and saved
+systems here, and a folder per part: ``execution/`` (the executor, pass runners, the message store,
+results, batches), ``agent/`` (one model's compute: prompts, rollout, decoding, scoring, loss),
+``memory/`` (placement, estimates, low-memory residency, out-of-memory errors), ``links/`` and
+``sources/``. Names are imported on first use, so ``import recmas_graph.runtime`` costs nothing.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ __all__ = [
 ]
 
 _LAZY = {
-    "RecursiveSystem": "system", "RunResult": "results", "TraceRecord": "results", "Agent": "agent",
-    "RunOptions": "options", "GenerationOptions": "decoding", "PromptBatch": "prompts", "LoadedModel": "sources.loaded",
-    "ModelCache": "sources.loaded", "load_model": "sources.loaded", "MessageStore": "messages",
-    "PassRequest": "backends", "PassResult": "backends", "PassRunner": "backends", "InProcessRunner": "backends",
-    "execute": "executor", "resolve_placement": "placement", "plan_placement": "placement",
-    "PlacementPlan": "placement", "STRATEGIES": "placement", "estimate_memory": "sizing", "MemoryEstimate": "sizing",
-    "Residency": "residency", "OutOfMemory": "oom", "ScoreResult": "scoring", "ContinuationScore": "scoring",
+    "RecursiveSystem": "system", "RunResult": "execution.results", "TraceRecord": "execution.results", "Agent": "agent.agent",
+    "RunOptions": "options", "GenerationOptions": "agent.decoding", "PromptBatch": "agent.prompts", "LoadedModel": "sources.loaded",
+    "ModelCache": "sources.loaded", "load_model": "sources.loaded", "MessageStore": "execution.messages",
+    "PassRequest": "execution.backends", "PassResult": "execution.backends", "PassRunner": "execution.backends", "InProcessRunner": "execution.backends",
+    "execute": "execution.executor", "resolve_placement": "memory.placement", "plan_placement": "memory.placement",
+    "PlacementPlan": "memory.placement", "STRATEGIES": "memory.placement", "estimate_memory": "memory.sizing", "MemoryEstimate": "memory.sizing",
+    "Residency": "memory.residency", "OutOfMemory": "memory.oom", "ScoreResult": "agent.scoring", "ContinuationScore": "agent.scoring",
 }
 
 

@@ -22,7 +22,7 @@ from ..errors import RunError
 from ..topology.spec import TASK_TYPES, SettingsSpec
 
 if TYPE_CHECKING:  # pragma: no cover - decoding imports torch; options are built before any model loads
-    from .decoding import GenerationOptions
+    from .agent.decoding import GenerationOptions
 
 __all__ = ["RunOptions", "RUN_OPTION_FIELDS", "DECODING_FIELDS", "TOOL_CHOICES", "resolve_generation"]
 
@@ -134,7 +134,7 @@ class RunOptions:
         return {**{name: None for name in self.model_default}, **found}
 
     def _check_decoding(self) -> None:
-        from .decoding import GenerationOptions
+        from .agent.decoding import GenerationOptions
 
         given = {k: v for k, v in self.decoding_overrides().items() if k != "greedy" and v is not None}
         if given:
@@ -166,7 +166,7 @@ def resolve_generation(generation: GenerationOptions | None, overrides: Mapping[
                        settings: SettingsSpec | None = None) -> GenerationOptions:
     """``generation`` (default: the reference's, with the topology's ``settings`` for the task on top)
     with keyword overrides; ``greedy=True`` turns sampling off."""
-    from .decoding import GenerationOptions
+    from .agent.decoding import GenerationOptions
 
     if generation is None:
         chosen = {k: v for k, v in (settings.model_dump(exclude_none=True) if settings else {}).items()

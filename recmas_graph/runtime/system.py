@@ -30,25 +30,25 @@ from ..tools.protocols import get_protocol
 from ..topology.compile import CompiledTopology
 from ..topology.schedule import Schedule
 from ..topology.spec import SettingsSpec, TopologySpec
-from .agent import Agent
-from .backends import InProcessRunner, PassRunner, RunSettings, Streams
-from .decoding import GenerationOptions
-from .executor import NO_HOOKS, execute
+from .agent.agent import Agent
+from .execution.backends import InProcessRunner, PassRunner, RunSettings, Streams
+from .agent.decoding import GenerationOptions
+from .execution.executor import NO_HOOKS, execute
 from .links.assemble import ModelFacts, build_system_links, self_fitting_links
 from .links.build import check_link_weights
 from .links.checkpoints import resolve_weights_path
-from .oom import loading_out_of_memory, raise_out_of_memory
+from .memory.oom import loading_out_of_memory, raise_out_of_memory
 from .options import RunOptions
-from .placement import resolve_placement
-from .residency import Residency
-from .results import RunResult
-from .rollout import apply_link
-from .scoring import ScoreResult, continuation_lists
-from .sizing import memory_shortfall
+from .memory.placement import resolve_placement
+from .memory.residency import Residency
+from .execution.results import RunResult
+from .agent.rollout import apply_link
+from .agent.scoring import ScoreResult, continuation_lists
+from .memory.sizing import memory_shortfall
 from .sources.loaded import ModelCache
 from .sources.tiny import tiny_counterpart
-from .texts import agent_role
-from .tooluse import ToolPolicy
+from .agent.texts import agent_role
+from .agent.tooluse import ToolPolicy
 
 __all__ = ["RecursiveSystem", "check_models", "with_models", "make_agent"]
 
@@ -128,7 +128,7 @@ class RecursiveSystem(nn.Module):
         or a map agent -> device; ``dtype`` applies to agents whose spec sets none (``None``:
         automatic, float32 on CPU); ``seed`` fixes the random initialisation of links without
         weights; ``on_model(agent, ref)`` reports progress; ``placement`` is the strategy for agents
-        placed automatically (:data:`~recmas_graph.runtime.placement.STRATEGIES`). Link weight files
+        placed automatically (:data:`~recmas_graph.runtime.memory.placement.STRATEGIES`). Link weight files
         and their shapes are checked before any model loads (when the model sources can tell the
         hidden sizes). Building always runs outside inference mode, so the links can be trained
         afterwards. ``low_memory=True`` keeps one model in memory at a time, loaded when a pass

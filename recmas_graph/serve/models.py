@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RecmasError
 from ..runtime.options import RunOptions
-from ..runtime.prompts import OUTPUT_SYSTEM_FIELD
+from ..runtime.agent.prompts import OUTPUT_SYSTEM_FIELD
 from .batcher import Batcher
 from .errors import APIError, from_recmas
 from .metrics import ServeMetrics

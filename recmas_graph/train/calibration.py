@@ -69,7 +69,7 @@ def fittable(link: Any) -> bool:
 
 
 def _loss(link: Any, x: torch.Tensor, e: torch.Tensor) -> float:
-    from ..runtime.rollout import apply_link
+    from ..runtime.agent.rollout import apply_link
 
     with torch.no_grad():
         return float(link_loss(apply_link(link, x).float().cpu(), e))

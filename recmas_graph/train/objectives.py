@@ -92,8 +92,8 @@ class InnerObjective:
 
     def _pairs(self, batch: Sequence[TrainSample]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per agent: its inner link's outputs ``(N, H)`` at every real position and their targets ``(N, H)``."""
-        from ..runtime.forward import backbone_of
-        from ..runtime.rollout import apply_link
+        from ..runtime.agent.forward import backbone_of
+        from ..runtime.agent.rollout import apply_link
 
         pairs = []
         for name, agent in self.system.agents.items():

@@ -49,7 +49,7 @@ def encode_corpus(loaded: Any, texts: Sequence[str], *, max_tokens: int = 256, b
 
     ``progress`` receives the number of texts finished after each batch.
     """
-    from ..runtime.forward import backbone_of
+    from ..runtime.agent.forward import backbone_of
 
     backbone = backbone_of(loaded.model)
     pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
@@ -106,7 +106,7 @@ def _partner(starts: list[int], ends: list[int], c: int) -> int | None:
 def outer_pairs(source_inner: nn.Module, source: Sequence[TokenStates], target_loaded: Any,
                 target: Sequence[TokenStates]) -> tuple[torch.Tensor, torch.Tensor]:
     """``inner_source(h_t)`` and the target's embedding of the aligned next token: (N, H_src), (N, H_dst)."""
-    from ..runtime.rollout import apply_link
+    from ..runtime.agent.rollout import apply_link
 
     xs, es = [], []
     for src, dst in zip(source, target, strict=True):

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from ..errors import RunError
-from ..topology.catalog import ModelSize, ModelSource
-from ..topology.spec import TopologySpec
+from ...errors import RunError
+from ...topology.catalog import ModelSize, ModelSource
+from ...topology.spec import TopologySpec
 from .sizing import MemoryEstimate, estimate_memory, format_bytes, model_sizes
 
 __all__ = ["STRATEGIES", "SPLIT", "PlacementPlan", "plan_placement", "resolve_placement"]
@@ -190,7 +190,7 @@ def plan_placement(spec: TopologySpec, device: str | Mapping[str, str] | None = 
     number of GPUs and ``gpu_memory`` the bytes per GPU (one figure, or one per GPU), to plan for
     another machine; ``sizes`` (ref -> :class:`~recmas_graph.topology.catalog.ModelSize`) default
     to what the model ``sources`` tell; ``dtype``, ``batch_size`` and ``tokens`` as in
-    :func:`~recmas_graph.runtime.sizing.estimate_memory`.
+    :func:`~recmas_graph.runtime.memory.sizing.estimate_memory`.
 
     >>> from recmas_graph.topology.spec import TopologyBuilder
     >>> spec = (TopologyBuilder("t").agent("a", role="planner", model="tiny:llama")

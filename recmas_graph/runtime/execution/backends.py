@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ..topology.schedule import Pass
-from .decoding import GenerationOptions, decode, stream_id
-from .memory import PeakMemory
+from ...topology.schedule import Pass
+from ..agent.decoding import GenerationOptions, decode, stream_id
+from ..memory.peak import PeakMemory
 from .messages import Message
-from .oom import OutOfMemory, free_cached_memory, raise_out_of_memory
-from .prefix import PrefixCache
-from .prompts import OUTPUT_SYSTEM_FIELD, PromptBatch, left_pad
+from ..memory.oom import OutOfMemory, free_cached_memory, raise_out_of_memory
+from ..agent.prefix import PrefixCache
+from ..agent.prompts import OUTPUT_SYSTEM_FIELD, PromptBatch, left_pad
 from .results import TraceRecord
-from .scoring import ContinuationScore, score_continuations
+from ..agent.scoring import ContinuationScore, score_continuations
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .system import RecursiveSystem
+    from ..system import RecursiveSystem
 
 __all__ = ["RunSettings", "PassRequest", "PassResult", "PassRunner", "Streams", "InProcessRunner", "RowLinks", "stack_prompts"]
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .oom import loading_out_of_memory, raise_out_of_memory
-from .sources.loaded import ModelCache, load_model
+from ..sources.loaded import ModelCache, load_model
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .agent import Agent
+    from ..agent.agent import Agent
 
 __all__ = ["Residency"]
 

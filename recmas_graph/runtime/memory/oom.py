@@ -27,7 +27,7 @@ import gc
 import sys
 from collections.abc import Callable, Iterator
 
-from ..errors import RunError
+from ...errors import RunError
 
 __all__ = ["OOM_HINT", "PLACE_HINT", "OutOfMemory", "is_out_of_memory", "out_of_memory", "loading_out_of_memory",
            "free_cached_memory", "raise_out_of_memory"]

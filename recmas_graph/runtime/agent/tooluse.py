@@ -14,8 +14,8 @@ from typing import Any
 
 from torch import nn
 
-from ..tools import run_tool_loop
-from ..tools.protocols import RECMAS, ToolProtocol
+from ...tools import run_tool_loop
+from ...tools.protocols import RECMAS, ToolProtocol
 from .decoding import DecodeResult, GenerationOptions, decode
 from .prompts import PromptBatch, Prompter
 

@@ -1,6 +1,6 @@
 """The executor: walk a schedule wave by wave, feeding each pass from the message store.
 
-It knows nothing about models: a :class:`~recmas_graph.runtime.backends.PassRunner` runs the
+It knows nothing about models: a :class:`~recmas_graph.runtime.execution.backends.PassRunner` runs the
 passes. Run hooks (``recmas_run_start``, ``recmas_before_pass``, ``recmas_after_pass``,
 ``recmas_run_end``) are called here, through pluggy's hook relay.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..topology.schedule import Schedule
+from ...topology.schedule import Schedule
 from .backends import PassRequest, PassRunner, RunSettings
 from .messages import MessageStore
 from .results import RunResult
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .system import RecursiveSystem
+    from ..system import RecursiveSystem
 
 __all__ = ["execute", "NO_HOOKS"]
 

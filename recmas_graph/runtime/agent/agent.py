@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
-from ..errors import RunError
-from ..topology.roles import Role
-from ..topology.spec import AgentSpec
+from ...errors import RunError
+from ...topology.roles import Role
+from ...topology.spec import AgentSpec
 from .decoding import DecodeResult, GenerationOptions, answer_end_id, decode, eos_token_ids
 from .forward import backbone_of
 from .loss import answer_nll, answer_tokens
@@ -133,7 +133,7 @@ class Agent:
     # ------------------------------------------------------------------ thinking and answering
     def think(self, prompt: PromptBatch, steps: int, inner: nn.Module, *, use_cache: bool = True,
               checkpoint: bool = False) -> torch.Tensor:
-        """Latent thoughts (B, steps, H) after ``prompt`` (see :func:`~recmas_graph.runtime.rollout.latent_rollout`).
+        """Latent thoughts (B, steps, H) after ``prompt`` (see :func:`~recmas_graph.runtime.agent.rollout.latent_rollout`).
 
         ``checkpoint`` (with autograd on): keep no activations of the frozen model; the rollout is
         run again during the backward pass (gradient checkpointing, about one more forward).

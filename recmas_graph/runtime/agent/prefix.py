@@ -192,7 +192,7 @@ def _full(forward: Forward, prompt: Any) -> tuple[torch.Tensor, Any, torch.Tenso
 
 
 def prefill(forward: Forward, prompt: Any, config: Any) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
-    """Prefill ``prompt`` (a :class:`~recmas_graph.runtime.prompts.PromptBatch`) with ``forward``,
+    """Prefill ``prompt`` (a :class:`~recmas_graph.runtime.agent.prompts.PromptBatch`) with ``forward``,
     reusing cached prefix KV where it can; return the last-position outputs, the cache, the (B, T')
     mask it covers and the (B, T'') position ids of the positions computed (the last is the prompt's end).
 

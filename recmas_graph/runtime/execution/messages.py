@@ -12,7 +12,7 @@ from typing import Union
 
 import torch
 
-from ..topology.schedule import Input
+from ...topology.schedule import Input
 
 __all__ = ["Message", "MessageStore"]
 

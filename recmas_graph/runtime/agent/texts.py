@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..tools import TOOL_PROMPT
-from ..tools.protocols import get_protocol
-from ..topology.compile import CompiledTopology, agent_templates
-from ..topology.roles import Role
-from ..topology.spec import AgentSpec
+from ...tools import TOOL_PROMPT
+from ...tools.protocols import get_protocol
+from ...topology.compile import CompiledTopology, agent_templates
+from ...topology.roles import Role
+from ...topology.spec import AgentSpec
 
 __all__ = ["PassPrompt", "agent_role", "tool_note", "pass_prompts"]
 

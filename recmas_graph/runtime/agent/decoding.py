@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import RunError
+from ...errors import RunError
 from .forward import lm_forward
 from .prefix import prefill
 from .prompts import PromptBatch

@@ -8,7 +8,7 @@ names the batch and its questions; recmas errors and Ctrl-C pass through unchang
 
 With ``backoff=True`` a batch that runs out of memory (:mod:`.oom`) is run again in two halves,
 each halved again while it runs out, down to single questions (where the
-:class:`~recmas_graph.runtime.oom.OutOfMemory` error is raised). Each half is yielded as its own
+:class:`~recmas_graph.runtime.memory.oom.OutOfMemory` error is raised). Each half is yielded as its own
 :class:`Batch` (the original batch's ``index``, its own ``start``), so the answers are those of
 the same questions run in smaller batches.
 """
@@ -20,14 +20,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RecmasError, RunError
-from .oom import OutOfMemory, free_cached_memory, out_of_memory
-from .options import RunOptions
+from ...errors import RecmasError, RunError
+from ..memory.oom import OutOfMemory, free_cached_memory, out_of_memory
+from ..options import RunOptions
 
 if TYPE_CHECKING:
     from .results import RunResult
-    from .scoring import ScoreResult
-    from .system import RecursiveSystem
+    from ..agent.scoring import ScoreResult
+    from ..system import RecursiveSystem
 
 __all__ = ["Batch", "BatchError", "run_batches"]
 
@@ -70,7 +70,7 @@ def run_batches(system: RecursiveSystem, questions: Sequence[str | Mapping[str, 
     ``backoff``: a batch that runs out of memory is retried in halves (see the module docstring).
     ``continuations`` (one list per question): score them instead of answering
     (:meth:`~recmas_graph.runtime.RecursiveSystem.score`; each batch's ``result`` is a
-    :class:`~recmas_graph.runtime.scoring.ScoreResult`).
+    :class:`~recmas_graph.runtime.agent.scoring.ScoreResult`).
     """
     if batch_size < 1:
         raise RunError(f"batch_size must be at least 1, got {batch_size}", culprit="--batch-size")

@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import RunError
+from ...errors import RunError
 from .forward import lm_forward
 from .prefix import prefill
 from .prompts import PromptBatch
-from .results import TraceRecord
+from ..execution.results import TraceRecord
 
 __all__ = ["ContinuationScore", "ScoreResult", "continuation_ids", "score_continuations", "continuation_lists",
            "LOGITS_BYTES"]

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..topology.catalog import ModelSize, ModelSource, resolve_model_source
-from ..topology.spec import TopologySpec
+from ...topology.catalog import ModelSize, ModelSource, resolve_model_source
+from ...topology.spec import TopologySpec
 
 __all__ = [
     "available_bytes",
@@ -71,7 +71,7 @@ def dtype_bytes(dtype: str | None, device: str, size: ModelSize | None = None) -
 
 
 def _default_sources() -> Mapping[str, ModelSource]:
-    from .sources import BUILTIN_SOURCES
+    from ..sources import BUILTIN_SOURCES
 
     return {s.prefix: s for s in BUILTIN_SOURCES}
 
@@ -211,7 +211,7 @@ def available_bytes(device: str) -> int | None:
 def memory_shortfall(spec: Any, placement: Mapping[str, str], *, sources: Mapping[str, Any] | None = None,
                      dtype: str | None = None) -> str | None:
     """Why ``spec`` placed as ``placement`` would not fit at once (the estimate of
-    :func:`~recmas_graph.runtime.sizing.estimate_memory` against :func:`available_bytes`), or
+    :func:`~recmas_graph.runtime.memory.sizing.estimate_memory` against :func:`available_bytes`), or
     ``None`` when it fits or nothing can be told."""
     try:
         estimate = estimate_memory(spec, placement, sources=sources, dtype=dtype)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import RunError
-from ..topology.roles import DEFAULT_SYSTEM_PROMPT, Role, slot_marker, split_at_markers
+from ...errors import RunError
+from ...topology.roles import DEFAULT_SYSTEM_PROMPT, Role, slot_marker, split_at_markers
 
 if TYPE_CHECKING:  # pragma: no cover
     from .prefix import ModelPrefixes
