@@ -335,3 +335,14 @@ def test_the_ray_backend_runs_independent_stages_as_tasks_with_the_same_report(t
     for stage in on_ray.plan.stages:  # each stage started after the stages it reads had finished
         assert all(order.index(("finish", d)) < order.index(("start", stage.key)) for d in stage.deps)
     assert _strip(on_ray.report) == _strip(local.report)
+
+
+def test_rg_experiment_and_rg_search_stay_callable_after_their_subpackages_are_imported(tmp_path: Path) -> None:
+    import importlib
+
+    importlib.import_module("recmas_graph.experiment")  # sets the package attribute to the subpackage
+    importlib.import_module("recmas_graph.search")
+    result = rg.experiment(_experiment(), out=tmp_path / "exp", models="tiny", dry_run=True)
+    assert result.dry_run and len(result.plan.stages) > 0 and not (tmp_path / "exp").exists()
+    with pytest.raises(rg.RecmasError, match="rounds"):  # routed to the search, which checks the space first
+        rg.search({"base": "sequential_light", "rounds": {"min": 0, "max": "x"}}, "arc_easy", out=tmp_path / "s")
