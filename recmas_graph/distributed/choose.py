@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RunError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..runtime.system import RecursiveSystem
+    from ..topology.compile import CompiledTopology
 
 __all__ = ["BACKENDS", "build_system"]
 
@@ -12,7 +16,8 @@ __all__ = ["BACKENDS", "build_system"]
 BACKENDS = ("local", "ray")
 
 
-def build_system(compiled: Any, *, backend: str = "local", ray_address: str | None = None, **options: Any) -> Any:
+def build_system(compiled: CompiledTopology, *, backend: str = "local", ray_address: str | None = None,
+                 **options: Any) -> RecursiveSystem:
     """``compiled`` built in process (``options`` as :meth:`RecursiveSystem.build`, ``low_memory``
     included) or, with ``backend="ray"``, by :func:`~.ray_backend.build_on_ray` on the cluster at
     ``ray_address``."""
