@@ -346,3 +346,24 @@ def test_rg_experiment_and_rg_search_stay_callable_after_their_subpackages_are_i
     assert result.dry_run and len(result.plan.stages) > 0 and not (tmp_path / "exp").exists()
     with pytest.raises(rg.RecmasError, match="rounds"):  # routed to the search, which checks the space first
         rg.search({"base": "sequential_light", "rounds": {"min": 0, "max": "x"}}, "arc_easy", out=tmp_path / "s")
+
+
+def test_a_recipe_with_two_workers_trains_the_same_stages_as_one(tmp_path: Path, registry: Registry) -> None:
+    """recipe.workers trains data-parallel (recmas train --workers): the same keys, the same losses."""
+    recipe = {"calibrate": False, "inner_steps": 0, "outer_steps": 3, "batch_size": 2, "lr": 0.01, "warmup": 0,
+              "rounds": 1, "latent_steps": 2}
+    runs = {}
+    for workers in (1, 2):
+        spec = _experiment(systems=["sequential_light"], seeds=[0], recipe={**recipe, "workers": workers},
+                           eval={"dataset": "arc_easy", "limit": 2})
+        out = tmp_path / f"w{workers}"
+        run_experiment(spec, out=out, registry=registry, models="tiny")
+        (outer,) = (out / "stages").glob("outer-*")
+        losses = [json.loads(line)["loss"] for line in (outer / "metrics.jsonl").read_text().splitlines()]
+        runs[workers] = (outer.name, losses, json.loads((outer / "report.json").read_text()).get("workers"))
+    assert runs[1][0] == runs[2][0]  # one key: workers do not change the result
+    assert runs[2][2] == 2 and len(runs[1][1]) == len(runs[2][1]) == 3
+    assert runs[2][1] == pytest.approx(runs[1][1], rel=1e-5)
+    with pytest.raises(rg.SpecError, match="workers"):
+        run_experiment(_experiment(recipe={**recipe, "workers": 3}), out=tmp_path / "bad", registry=registry,
+                       models="tiny", dry_run=True)

@@ -112,6 +112,7 @@ def _train(stage: Stage, work: Path, store: StageStore, registry: Any, cache: An
                          latent_steps=p["latent_steps"] if outer else None, max_tokens=int(p["max_tokens"]),
                          target_weights=p["target_weights"] if outer else None,
                          gradient_checkpointing=bool(p["gradient_checkpointing"]) and outer,
+                         workers=int(p.get("workers", 1)),
                          progress=lambda i: note(f"step {i.step}/{i.steps}: loss {i.loss:.4f}"
                                                  + ("" if i.val_loss is None else f", validation {i.val_loss:.4f}")))
     return {"steps": report.steps, "first_loss": report.first_loss, "last_loss": report.last_loss,

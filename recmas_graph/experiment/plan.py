@@ -353,7 +353,7 @@ def plan_experiment(experiment: ExperimentSpec | Mapping[str, Any] | str | Path,
                           "rounds": recipe.rounds, "latent_steps": recipe.latent_steps,
                           "max_tokens": recipe.max_tokens, "target_weights": dict(recipe.target_weights),
                           "gradient_checkpointing": recipe.gradient_checkpointing, "shape": shape,
-                          "train_samples": n_samples}
+                          "train_samples": n_samples, "workers": recipe.workers}
                 deps = tuple(k for k in (after, data_stage.key) if k)
                 stage = add(Stage(kind, stage_key(kind, inputs), label, seed, deps, inputs, params))
                 after = stage.key

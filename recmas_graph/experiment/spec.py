@@ -69,6 +69,16 @@ class Recipe(_Strict):
                                         "(null: the topology's).")
     max_tokens: int = Field(default=256, ge=2, description="Tokens per text (calibration) and per target text "
                             "(inner loop).")
+    workers: int = Field(default=1, ge=1, description="Training worker processes, data-parallel (recmas train "
+                         "--workers): the same losses as one process up to float rounding, so not part of a "
+                         "stage's key; each worker holds its own copy of the frozen models.")
+
+    @model_validator(mode="after")
+    def _workers_share_a_batch(self) -> "Recipe":
+        if self.workers > self.batch_size:
+            raise ValueError(f"workers ({self.workers}) must not exceed batch_size ({self.batch_size}): each "
+                             "worker takes a share of every batch")
+        return self
 
 
 #: A system's overrides of the recipe: any of its fields, each optional (checked again once merged).
