@@ -207,7 +207,7 @@ def _plot(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     acc = [r["accuracy"] or 0.0 for r in rows]
     lo = [max(0.0, a - (r["ci_low"] if r["ci_low"] is not None else a)) for a, r in zip(acc, rows)]
     hi = [max(0.0, (r["ci_high"] if r["ci_high"] is not None else a) - a) for a, r in zip(acc, rows)]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")  # room for long names
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, row in enumerate(rows):
         line = left.errorbar(row["wall_s"], acc[i], yerr=[[lo[i]], [hi[i]]], fmt="o", capsize=4, label=names[i])
         if row.get("acc_norm") is not None:  # likelihood scoring: acc_norm beside acc, same colour
@@ -225,6 +225,6 @@ def _plot(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     right.set_title("tokens per system")
     right.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{rows[0]['n'] if rows else 0} samples per system", fontsize=10)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # grows to hold long rotated names (tight_layout gave up on them)
     plt.close(fig)
     return path
