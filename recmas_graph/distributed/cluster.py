@@ -7,7 +7,21 @@ from typing import Any
 
 from ..errors import RunError
 
-__all__ = ["require_ray", "connect", "worker_setup"]
+__all__ = ["require_ray", "connect", "worker_setup", "task_resources"]
+
+
+def task_resources(cpus: float, gpus: float) -> dict[str, Any]:
+    """The ``.options(...)`` of a Ray task or actor reserving ``cpus`` CPUs and ``gpus`` GPUs; one
+    that reserves no GPU sees none (``CUDA_VISIBLE_DEVICES=""``), so it cannot take a GPU that
+    another task reserved.
+
+    >>> task_resources(1, 0)
+    {'num_cpus': 1, 'num_gpus': 0, 'runtime_env': {'env_vars': {'CUDA_VISIBLE_DEVICES': ''}}}
+    """
+    options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus}
+    if not gpus:
+        options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+    return options
 
 
 def require_ray() -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..errors import RunError
 from ..topology.compile import CompiledTopology
 from ..topology.spec import dump_topology
-from .cluster import connect, worker_setup
+from .cluster import connect, task_resources, worker_setup
 from .ray_backend import _compile, unwrap
 from .shipping import ShippedRegistry, ship_registry
 
@@ -93,10 +93,7 @@ class ShardedAnswerer:
                 raise RunError(f"{workers} workers need {workers * each} {kind}s; the Ray cluster has "
                                f"{int(have.get(kind, 0))}", culprit="--workers",
                                hint="use fewer --workers, or join a larger cluster with --ray-address")
-        options: dict[str, Any] = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker}
-        if not gpus_per_worker:
-            options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}  # no GPU it has not reserved
-        remote = self.ray.remote(EvalWorker).options(**options)
+        remote = self.ray.remote(EvalWorker).options(**task_resources(cpus_per_worker, gpus_per_worker))
         spec_json = dump_topology(compiled.spec)
         base = str(compiled.base_dir) if compiled.base_dir is not None else None
         shipped = ship_registry(compiled.catalog)

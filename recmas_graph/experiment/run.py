@@ -176,11 +176,9 @@ def stage_resources(device: Any, cluster: Mapping[str, float]) -> dict[str, Any]
         wants = any(str(d).startswith(("cuda", "auto")) for d in device.values())
     else:
         wants = device is None or str(device).startswith(("cuda", "auto"))
-    gpus = 1 if wants and cluster.get("GPU", 0) >= 1 else 0
-    options: dict[str, Any] = {"num_cpus": 1, "num_gpus": gpus}
-    if not gpus:
-        options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
-    return options
+    from ..distributed.cluster import task_resources
+
+    return task_resources(1, 1 if wants and cluster.get("GPU", 0) >= 1 else 0)
 
 
 def _ray_stage(stage: Stage, root: str, shipped: Any) -> dict[str, Any]:

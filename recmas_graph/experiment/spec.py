@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .._validation import problem_lines
 from ..errors import SpecError
@@ -35,6 +35,16 @@ from ..topology.spec import TASK_TYPES
 
 __all__ = ["Recipe", "RecipeOverrides", "TrainData", "EvalSection", "SystemEntry", "ExperimentSpec",
            "parse_experiment", "read_experiment", "experiment_json_schema", "effective_recipe"]
+
+
+def _known_task(value: str) -> str:
+    if value not in TASK_TYPES:
+        raise ValueError(f"unknown task type {value!r}; use one of {', '.join(TASK_TYPES)}")
+    return value
+
+
+#: A task type (``math``, ``choice``, ``code``...), checked against the topology spec's list.
+TaskType = Annotated[str, AfterValidator(_known_task)]
 
 
 class _Strict(BaseModel):
@@ -101,15 +111,8 @@ class TrainData(_Strict):
     answers: Literal["written", "cloze"] = Field(
         default="written", description="Multiple choice: 'cloze' asks as likelihood scoring does (the question "
         "without its options, answered by the gold option's text), so training lowers what acc compares.")
-    task: Optional[str] = Field(default=None, description="Prompt set of the outer loop (default: the dataset's "
+    task: Optional[TaskType] = Field(default=None, description="Prompt set of the outer loop (default: the dataset's "
                                 "task type).")
-
-    @field_validator("task")
-    @classmethod
-    def _task(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and value not in TASK_TYPES:
-            raise ValueError(f"unknown task type {value!r}; use one of {', '.join(TASK_TYPES)}")
-        return value
 
 
 class EvalSection(_Strict):
@@ -121,7 +124,7 @@ class EvalSection(_Strict):
     limit: Optional[int] = Field(default=None, ge=1, description="The first N questions.")
     scoring: Optional[Literal["likelihood", "generate"]] = Field(
         default=None, description="likelihood (default for multiple choice) or generate.")
-    task: Optional[str] = Field(default=None, description="Task type of a local dataset's samples.")
+    task: Optional[TaskType] = Field(default=None, description="Task type of a local dataset's samples.")
     batch_size: int = Field(default=8, ge=1, description="Questions per batch.")
     baselines: list[str] = Field(default_factory=list, description="Rows 'T:single' / 'T:text': the baseline of "
                                  "system T (its trained links, per seed) or of a topology T (untrained).")
@@ -130,13 +133,6 @@ class EvalSection(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="Run options of the evaluation (greedy, "
                                     "max_new_tokens, text_message_tokens, ...; not task, seed, rounds, "
                                     "latent_steps: the recipe says those).")
-
-    @field_validator("task")
-    @classmethod
-    def _task(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and value not in TASK_TYPES:
-            raise ValueError(f"unknown task type {value!r}; use one of {', '.join(TASK_TYPES)}")
-        return value
 
 
 def _or_a_name(schema: dict[str, Any]) -> None:
